@@ -1,0 +1,42 @@
+# Everything a fresh machine needs: `make run` serves the seeds, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run index serve test lint bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# Pinned versions; torch==2.13.0 is the CPU build (an unpinned torch would pull a multi-GB CUDA build).
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+index: install
+	$(BIN)/rag index seeds
+
+# Indexing is incremental: unchanged seeds cost a hash comparison, changed or missing ones are (re)embedded.
+run: index
+	$(BIN)/rag serve --host $(HOST) --port $(PORT)
+
+serve: install
+	$(BIN)/rag serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check rag index api tests benchmarks
+	$(BIN)/mypy rag index api
+
+bench: install
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) data

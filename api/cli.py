@@ -1,0 +1,95 @@
+"""The `rag` command: index folders, ask a question, serve the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `rag`."""
+    parser = argparse.ArgumentParser(prog="rag", description="Cited answers from your documents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_index = sub.add_parser("index", help="index files and folders (only new or changed files are embedded)")
+    p_index.add_argument("paths", nargs="+", type=Path)
+    p_index.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p_ask = sub.add_parser("ask", help="answer a question from the index")
+    p_ask.add_argument("question")
+    p_ask.add_argument("--top-k", type=int, default=None)
+    p_ask.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+    p_serve = sub.add_parser("serve", help="serve the HTTP API")
+    p_serve.add_argument("--host", default=None)
+    p_serve.add_argument("--port", type=int, default=None)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from rag.config import get_settings
+    from rag.errors import RAGError
+
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic's ValidationError: a bad RAG_* value fails the start, with its message
+        print(f"error: bad settings: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "index":
+            return _index(settings, args.paths, quiet=args.quiet)
+        if args.command == "ask":
+            return _ask(settings, args.question, top_k=args.top_k, as_json=args.json)
+        return _serve(settings, host=args.host, port=args.port)
+    except RAGError as exc:
+        print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _index(settings, paths: list[Path], *, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+    from index.pipeline import Indexer
+    from rag.embedding import SentenceTransformerEmbedder
+    from rag.service import open_store
+
+    indexer = Indexer(
+        store=open_store(settings),
+        embedder=SentenceTransformerEmbedder(device=settings.device),
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+    )
+    report = indexer.index_paths(paths, show_progress=not quiet and sys.stderr.isatty())
+    for skipped in report.skipped:
+        print(f"skipped: {skipped}", file=sys.stderr)
+    print(report.summary())
+    return 0 if report.indexed > 0 or not report.skipped else 1
+
+
+def _ask(settings, question: str, *, top_k: int | None, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+    from rag.service import RAGService
+
+    answer = RAGService.from_settings(settings).ask(question, top_k=top_k)
+    if as_json:
+        print(json.dumps(answer.model_dump(), ensure_ascii=False, indent=2))
+        return 0
+    print(answer.answer)
+    if answer.citations:
+        print()
+        for c in answer.citations:
+            print(f"[{c.n}] {c.source} (chars {c.start}-{c.end})")
+            print(f"    \u201c{c.quote}\u201d")
+    return 0
+
+
+def _serve(settings, *, host: str | None, port: int | None) -> int:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

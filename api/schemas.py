@@ -1,0 +1,63 @@
+"""HTTP request and response bodies. Answers reuse rag.types.Answer unchanged (one Answer type)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K
+
+
+class AskRequest(BaseModel):
+    """A question for the index."""
+
+    question: str = Field(
+        min_length=1,
+        max_length=MAX_QUESTION_CHARS,
+        description=f"The question, 1 to {MAX_QUESTION_CHARS} characters, not only spaces.",
+        examples=["Why did the VRAEM faction attack in February?"],
+    )
+    top_k: int | None = Field(
+        None, ge=1, le=MAX_TOP_K, description=f"Passages to retrieve (1..{MAX_TOP_K}); the server default if omitted."
+    )
+
+
+class DocumentSummary(BaseModel):
+    """An indexed document, without its text."""
+
+    doc_id: str
+    source: str
+    chunks: int = Field(description="Number of chunks stored for it.")
+    content_hash: str = Field(description="SHA-256 of the normalised text.")
+    title: str = ""
+
+
+class DocumentDetail(DocumentSummary):
+    """An indexed document with its full normalised text: citation offsets index into `text`."""
+
+    text: str
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable error code, e.g. invalid_question, index_empty.")
+    message: str = Field(description="What went wrong and what to do about it.")
+
+
+class ErrorResponse(BaseModel):
+    """The one error body every route returns."""
+
+    detail: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    model_loaded: bool
+    chunks: int
+    documents: int

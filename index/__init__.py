@@ -1,0 +1,1 @@
+"""Ingestion: load -> normalise -> chunk -> embed -> store. Imports rag only."""

@@ -1,0 +1,88 @@
+"""Load .txt, .md, .html and .pdf files into normalised text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rag.errors import UnsupportedFile
+from rag.text import normalize_text
+
+SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
+
+
+class LoadError(Exception):
+    """A file that cannot be read as text: reported by name and skipped."""
+
+
+def load_text(path: Path) -> tuple[str, str]:
+    """Return (normalised text, title) of a supported file; raise LoadError or UnsupportedFile."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED:
+        raise UnsupportedFile(f"{path}: unsupported type {suffix or '(none)'}; supported: {sorted(SUPPORTED)}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+    if suffix == ".pdf":
+        raw, title = _pdf_text(path, data)
+    else:
+        raw = _decode(path, data)
+        title = ""
+        if suffix in {".html", ".htm"}:
+            raw, title = _html_text(raw)
+    text = normalize_text(raw)
+    if not text:
+        raise LoadError(f"{path}: no text found")
+    return text, title
+
+
+def text_from_bytes(name: str, data: bytes) -> tuple[str, str]:
+    """Load an uploaded file's bytes, dispatching on the name's suffix like load_text."""
+    import tempfile
+
+    suffix = Path(name).suffix.lower()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            return load_text(path)
+        except (LoadError, UnsupportedFile) as exc:
+            raise type(exc)(str(exc).replace(str(path), name)) from exc
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if b"\x00" in data[:8192]:
+        raise LoadError(f"{path}: binary file (contains NUL bytes), not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LoadError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save it as UTF-8") from exc
+
+
+def _html_text(html: str) -> tuple[str, str]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    if soup.title:
+        soup.title.decompose()
+    return soup.get_text("\n"), title
+
+
+def _pdf_text(path: Path, data: bytes) -> tuple[str, str]:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = str((reader.metadata or {}).get("/Title", "") or "")
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise LoadError(f"{path}: not a readable PDF ({exc})") from exc
+    if not any(p.strip() for p in pages):
+        raise LoadError(f"{path}: PDF has no extractable text (scanned?)")
+    return "\n\n".join(pages), title

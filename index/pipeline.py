@@ -1,0 +1,190 @@
+"""Index folders and files: only new or changed documents are embedded; vanished ones are removed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from index.chunking import chunk_document
+from index.loaders import SUPPORTED, LoadError, load_text
+from rag.errors import UnsupportedFile
+from rag.retrieve import Embedder
+from rag.store import ChromaStore
+from rag.text import content_hash, normalize_text
+from rag.types import Document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexReport:
+    """What one index run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    skipped: list[str] = field(default_factory=list)  # "path: reason"
+    seconds: float = 0.0
+
+    @property
+    def indexed(self) -> int:
+        return self.added + self.updated + self.unchanged
+
+    def summary(self) -> str:
+        return (
+            f"docs added={self.added} updated={self.updated} unchanged={self.unchanged} removed={self.removed} "
+            f"skipped={len(self.skipped)} chunks={self.chunks} seconds={self.seconds:.1f}"
+        )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    path: Path
+    doc_id: str
+    root: str
+
+
+class Indexer:
+    """Loads, chunks, embeds and stores documents into one store."""
+
+    def __init__(
+        self, *, store: ChromaStore, embedder: Embedder, chunk_tokens: int, chunk_overlap: int, batch_size: int = 64
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.chunk_tokens = chunk_tokens
+        self.chunk_overlap = chunk_overlap
+        self.batch_size = batch_size
+
+    def make_document(self, *, doc_id: str, source: str, text: str, title: str = "", root: str = "") -> Document:
+        """Normalise raw text into a Document (the text every offset refers to)."""
+        normalised = normalize_text(text)
+        return Document(
+            doc_id=doc_id, source=source, text=normalised, content_hash=content_hash(normalised), root=root, title=title
+        )
+
+    def put(self, document: Document) -> int:
+        """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
+        chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
+        vectors = self.embedder.embed([c.text for c in chunks], batch_size=self.batch_size)
+        self.store.replace_document(document, chunks, vectors)
+        return len(chunks)
+
+    def put_many(self, documents: Iterable[Document], *, progress: Callable[[int], None] | None = None) -> int:
+        """Store many documents, embedding their chunks in shared batches; returns the chunk count."""
+        total = 0
+        for group in _groups(documents, size=32):
+            chunked = [(d, chunk_document(d, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)) for d in group]
+            texts = [c.text for _, cs in chunked for c in cs]
+            vectors = self.embedder.embed(texts, batch_size=self.batch_size)
+            at = 0
+            for document, chunks in chunked:
+                self.store.replace_document(document, chunks, vectors[at : at + len(chunks)])
+                at += len(chunks)
+                total += len(chunks)
+            if progress:
+                progress(len(group))
+        return total
+
+    def index_paths(self, paths: Iterable[Path], *, show_progress: bool = False) -> IndexReport:
+        """Index files and folders; a folder's vanished files are removed from the index."""
+        started = time.perf_counter()
+        report = IndexReport()
+        known = self.store.document_hashes()
+        candidates: list[_Candidate] = []
+        roots: set[str] = set()
+        for path in paths:
+            path = Path(path)
+            if path.is_dir():
+                root = str(path.resolve())
+                roots.add(root)
+                candidates.extend(_Candidate(p, p.relative_to(path).as_posix(), root) for p in _walk(path))
+            elif path.is_file():
+                candidates.append(_Candidate(path, path.name, str(path.resolve().parent)))
+            else:
+                report.skipped.append(f"{path}: no such file or folder")
+
+        changed: list[tuple[Document, bool]] = []
+        seen: set[str] = set()
+        for cand in candidates:
+            try:
+                text, title = load_text(cand.path)
+            except (LoadError, UnsupportedFile) as exc:
+                report.skipped.append(str(exc))
+                log.warning("skipped %s", exc)
+                seen.add(cand.doc_id)  # a bad new version keeps the old one indexed: nothing is lost
+                continue
+            seen.add(cand.doc_id)
+            doc = Document(
+                doc_id=cand.doc_id,
+                source=str(cand.path),
+                text=text,
+                content_hash=content_hash(text),
+                root=cand.root,
+                title=title,
+            )
+            previous = known.get(doc.doc_id)
+            if previous is not None and previous[0] == doc.content_hash:
+                report.unchanged += 1
+            else:
+                changed.append((doc, previous is not None))
+
+        bar = _progress(len(changed), show_progress)
+        try:
+            report.chunks = self.put_many((d for d, _ in changed), progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+        for _, existed in changed:
+            if existed:
+                report.updated += 1
+            else:
+                report.added += 1
+
+        # Files that disappeared from an indexed folder, and orphans of an interrupted delete.
+        gone = {doc_id for doc_id, (_, root) in known.items() if root in roots and doc_id not in seen}
+        for doc_id in sorted(gone | self.store.orphan_doc_ids()):
+            self.store.delete_document(doc_id)
+            report.removed += doc_id in gone
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.suffix.lower() in SUPPORTED or path.suffix.lower() not in _QUIET:
+                yield path
+
+
+# Files we never report as "unsupported" when walking a folder (reference sets, notes for tools).
+_QUIET = {".jsonl", ".json"}
+
+
+def _groups(items: Iterable[Document], *, size: int) -> Iterator[list[Document]]:
+    group: list[Document] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _progress(total: int, show: bool):  # type: ignore[no-untyped-def]
+    if not show or total < 2:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="doc", desc="indexing")

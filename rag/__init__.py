@@ -1,0 +1,1 @@
+"""Core library: retrieval, answering, citations, evaluation. Never imports fastapi, api/ or index/."""

@@ -1,0 +1,51 @@
+"""Domain errors. Each carries a machine-readable ``code``; the API maps codes to HTTP statuses in one place.
+
+    RAGError
+     ├── InvalidInput          code=invalid_input (subclasses refine the code)
+     │    ├── InvalidQuestion  code=invalid_question
+     │    └── UnsupportedFile  code=unsupported_file
+     ├── NotFound              code=not_found
+     │    └── DocumentNotFound code=document_not_found
+     ├── IndexEmpty            code=index_empty
+     └── StoreUnavailable      code=store_unavailable
+"""
+
+from __future__ import annotations
+
+
+class RAGError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    code = "rag_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(RAGError):
+    code = "invalid_input"
+
+
+class InvalidQuestion(InvalidInput):
+    code = "invalid_question"
+
+
+class UnsupportedFile(InvalidInput):
+    code = "unsupported_file"
+
+
+class NotFound(RAGError):
+    code = "not_found"
+
+
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+
+
+class IndexEmpty(RAGError):
+    code = "index_empty"
+
+
+class StoreUnavailable(RAGError):
+    code = "store_unavailable"

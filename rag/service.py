@@ -1,0 +1,110 @@
+"""The question-answering service: validation, retrieval, answering and timings, behind one call."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rag.answer import ExtractiveAnswerer
+from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K, Settings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
+from rag.retrieve import HybridRetriever
+from rag.store import ChromaStore
+from rag.types import Answer, DocumentInfo
+
+
+def validate_question(question: str) -> str:
+    """Return the stripped question or raise InvalidQuestion saying what to fix."""
+    stripped = question.strip()
+    if not stripped:
+        raise InvalidQuestion("question is empty: send a question with at least one non-space character")
+    if len(stripped) > MAX_QUESTION_CHARS:
+        raise InvalidQuestion(
+            f"question is {len(stripped)} characters long: shorten it to at most {MAX_QUESTION_CHARS}"
+        )
+    return stripped
+
+
+class RAGService:
+    """Answers questions over one collection with cited sentences."""
+
+    def __init__(
+        self,
+        *,
+        store: ChromaStore,
+        embedder: SentenceTransformerEmbedder,
+        min_answer_score: float,
+        default_top_k: int,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.default_top_k = default_top_k
+        self.retriever = HybridRetriever(store=store, embedder=embedder)
+        self.answerer = ExtractiveAnswerer(
+            embed=lambda texts: embedder.embed(texts),
+            idf=lambda term: self.retriever.lexical().bm25.idf_of(term),
+            min_score=min_answer_score,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None) -> RAGService:
+        """Build the store, model and retrievers described by ``settings``."""
+        return cls(
+            store=open_store(settings),
+            embedder=embedder or SentenceTransformerEmbedder(device=settings.device),
+            min_answer_score=settings.min_answer_score,
+            default_top_k=settings.top_k,
+        )
+
+    def ready(self) -> bool:
+        """Model loaded and index non-empty."""
+        return self.embedder.loaded and self.store.count_chunks() > 0
+
+    def ask(self, question: str, *, top_k: int | None = None) -> Answer:
+        """Answer ``question`` from the index, citing the sentences used."""
+        question = validate_question(question)
+        top_k = top_k or self.default_top_k
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidQuestion(f"top_k must be between 1 and {MAX_TOP_K}")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        lexical = self.retriever.lexical()
+        if lexical.bm25.size == 0:
+            raise IndexEmpty("the index is empty: index some documents first (rag index PATH or POST /documents)")
+        q_emb = self.embedder.embed_query(question)
+        t1 = time.perf_counter()
+        passages = self.retriever.retrieve(question, top_k=top_k, query_embedding=q_emb)
+        t2 = time.perf_counter()
+        extract = self.answerer.answer(question, passages, q_emb)
+        t3 = time.perf_counter()
+        timings.update(
+            embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2), total=_ms(t3 - t0)
+        )
+        return Answer(
+            question=question,
+            answer=extract.answer,
+            no_answer=extract.no_answer,
+            citations=extract.citations,
+            passages=passages,
+            mode="extractive",
+            timings_ms=timings,
+        )
+
+    def list_documents(self) -> list[DocumentInfo]:
+        return self.store.list_documents()
+
+    def get_document(self, doc_id: str) -> DocumentInfo:
+        info = self.store.get_document(doc_id)
+        if info is None:
+            raise DocumentNotFound(f"no document with id {doc_id!r}: GET /documents lists the indexed ones")
+        return info
+
+
+def open_store(settings: Settings) -> ChromaStore:
+    """The store described by the settings (embedded under data_dir)."""
+    return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=settings.collection)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)

@@ -1,0 +1,87 @@
+"""Our own types. Every interface (/ask, /chat, the OpenAI endpoint, the CLI, the evaluator) speaks these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded document: ``text`` is the normalised text every offset refers to."""
+
+    doc_id: str
+    source: str
+    text: str
+    content_hash: str
+    root: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of a document: ``document.text[start:end] == text``."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    text: str
+    start: int
+    end: int
+    index: int
+    content_hash: str = ""
+
+
+@dataclass
+class DocumentInfo:
+    """What the store knows about a document, without its text unless asked."""
+
+    doc_id: str
+    source: str
+    content_hash: str
+    chunks: int
+    root: str = ""
+    title: str = ""
+    text: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Passage(BaseModel):
+    """A retrieved chunk with its fused score."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    start: int = Field(description="Offset of the chunk in the document's normalised text.")
+    end: int = Field(description="End offset (exclusive): text[start:end] is the chunk.")
+    text: str
+    score: float = Field(description="Fused retrieval score (higher is better).")
+    dense_score: float | None = Field(None, description="Cosine similarity to the question, if retrieved densely.")
+    bm25_score: float | None = Field(None, description="BM25 score, if retrieved lexically.")
+
+
+class Citation(BaseModel):
+    """One cited sentence: document_text[start:end] == quote."""
+
+    n: int = Field(description="The marker number [n] used in the answer text.")
+    doc_id: str
+    source: str = Field(description="Path of the source file (or the name given at upload).")
+    quote: str = Field(description="The exact cited sentence.")
+    start: int = Field(description="Character offset of the quote in the document's normalised text.")
+    end: int = Field(description="End offset (exclusive).")
+    score: float = Field(description="How strongly the sentence answers the question (0..1, higher is better).")
+    supported: bool | None = Field(None, description="Support verdict when citations are checked, else null.")
+
+
+class Answer(BaseModel):
+    """The one answer type every interface returns."""
+
+    question: str
+    answer: str = Field(description="Answer text; each sentence ends with its citation marker(s) [n].")
+    no_answer: bool = Field(description="True when the evidence was too weak to answer; then citations is empty.")
+    citations: list[Citation] = Field(default_factory=list)
+    passages: list[Passage] = Field(default_factory=list, description="The retrieved chunks, best first.")
+    mode: str = Field("extractive", description="'extractive' or 'generated'.")
+    warnings: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage.")

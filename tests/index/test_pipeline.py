@@ -1,0 +1,198 @@
+"""Incremental indexing on a real Chroma in a temp dir, with the real model."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from index.pipeline import Indexer
+from rag.retrieve import HybridRetriever
+from rag.service import open_store
+from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings
+
+ALPHA = "Alpha reactors run on molten salt. They were first tested in 1965 at Oak Ridge."
+BETA = "Beta gardens grow purple tomatoes. The tomatoes ripen in late September."
+
+
+@pytest.fixture
+def indexer(tmp_path: Path, embedder) -> Indexer:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path / "data")
+    return Indexer(store=open_store(settings), embedder=embedder, chunk_tokens=200, chunk_overlap=32)
+
+
+def _all_chunk_ids(indexer: Indexer) -> list[str]:
+    return sorted(indexer.store.snapshot().ids)
+
+
+def test_index_paths_reindex_unchanged_adds_nothing(indexer: Indexer, tmp_path: Path) -> None:
+    folder = copy_seeds(tmp_path / "docs")
+    (folder / "alpha.txt").write_text(ALPHA)
+    first = indexer.index_paths([folder])
+    assert (first.added, first.updated, first.unchanged) == (2, 0, 0)
+    ids = _all_chunk_ids(indexer)
+    generation = indexer.store.generation()
+    second = indexer.index_paths([folder])
+    assert (second.added, second.updated, second.unchanged, second.removed, second.chunks) == (0, 0, 2, 0, 0)
+    assert _all_chunk_ids(indexer) == ids
+    assert indexer.store.generation() == generation
+
+
+def test_index_paths_changed_file_replaces_its_chunks(indexer: Indexer, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "alpha.txt").write_text(ALPHA)
+    (folder / "beta.md").write_text(BETA)
+    indexer.index_paths([folder])
+    beta_ids = set(indexer.store.chunk_ids_of("beta.md"))
+    (folder / "alpha.txt").write_text("Alpha reactors were abandoned. Nobody remembers them.")
+    report = indexer.index_paths([folder])
+    assert (report.updated, report.unchanged) == (1, 1)
+    texts = indexer.store.snapshot().texts
+    assert not any("molten salt" in t for t in texts), "stale chunk left behind"
+    assert any("abandoned" in t for t in texts)
+    assert set(indexer.store.chunk_ids_of("beta.md")) == beta_ids
+    doc = indexer.store.get_document("alpha.txt")
+    assert doc is not None and doc.text == "Alpha reactors were abandoned. Nobody remembers them."
+
+
+def test_index_paths_removed_file_loses_its_chunks_and_bm25_follows(indexer: Indexer, tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "alpha.txt").write_text(ALPHA)
+    (folder / "beta.txt").write_text(BETA)
+    indexer.index_paths([folder])
+    retriever = HybridRetriever(store=indexer.store, embedder=embedder)
+    assert {p.doc_id for p in retriever.retrieve("molten salt reactors", top_k=5)} >= {"alpha.txt"}
+    (folder / "alpha.txt").unlink()
+    report = indexer.index_paths([folder])
+    assert report.removed == 1
+    assert indexer.store.get_document("alpha.txt") is None
+    assert indexer.store.chunk_ids_of("alpha.txt") == []
+    # The same retriever object notices the change: its BM25 side must not return the removed chunks.
+    assert retriever.lexical().bm25.size == indexer.store.count_chunks()
+    assert {p.doc_id for p in retriever.retrieve("molten salt reactors", top_k=5)} == {"beta.txt"}
+
+
+def test_index_paths_other_folder_does_not_remove_first(indexer: Indexer, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    (one / "alpha.txt").write_text(ALPHA)
+    (two / "beta.txt").write_text(BETA)
+    indexer.index_paths([one])
+    report = indexer.index_paths([two])
+    assert report.removed == 0
+    assert {d.doc_id for d in indexer.store.list_documents()} == {"alpha.txt", "beta.txt"}
+
+
+def _write_bad_files(folder: Path) -> None:
+    (folder / "binary.txt").write_bytes(b"\x00\x01\x02binary\x00data")
+    (folder / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (folder / "sheet.xlsx").write_bytes(b"PK\x03\x04 not really")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 garbage that is not a pdf")
+    (folder / "dangling.md").symlink_to(folder / "does-not-exist.md")
+
+
+def test_index_paths_bad_files_are_reported_and_skipped(indexer: Indexer, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "alpha.txt").write_text(ALPHA)
+    _write_bad_files(folder)
+    report = indexer.index_paths([folder])
+    assert report.added == 1
+    reasons = "\n".join(report.skipped)
+    for name in ("binary.txt", "latin1.txt", "sheet.xlsx", "broken.pdf", "dangling.md"):
+        assert name in reasons
+    assert "UTF-8" in reasons and "unsupported" in reasons and "binary" in reasons
+
+
+def test_index_paths_bad_new_version_keeps_old_one(indexer: Indexer, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "alpha.txt").write_text(ALPHA)
+    indexer.index_paths([folder])
+    (folder / "alpha.txt").write_bytes(b"\xff\xfe\x00garbage")
+    report = indexer.index_paths([folder])
+    assert report.removed == 0 and len(report.skipped) == 1
+    doc = indexer.store.get_document("alpha.txt")
+    assert doc is not None and "molten salt" in (doc.text or "")
+
+
+def test_index_paths_loads_html_and_pdf(indexer: Indexer, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "page.html").write_text(
+        "<html><head><title>Reactors</title><style>p{color:red}</style><script>var x=1;</script></head>"
+        "<body><h1>Alpha</h1><p>Alpha reactors run on <b>molten</b> salt.</p></body></html>"
+    )
+    (folder / "doc.pdf").write_bytes(_pdf_bytes("Gamma rays were discovered by Paul Villard in 1900."))
+    report = indexer.index_paths([folder])
+    assert report.added == 2, report.skipped
+    html = indexer.store.get_document("page.html")
+    assert html is not None and html.title == "Reactors"
+    assert "Alpha reactors run on\nmolten\nsalt." in (html.text or "") or "molten" in (html.text or "")
+    assert "var x" not in (html.text or "") and "color" not in (html.text or "")
+    pdf = indexer.store.get_document("doc.pdf")
+    assert pdf is not None and "Paul Villard" in (pdf.text or "")
+
+
+def _pdf_bytes(text: str) -> bytes:
+    """A minimal one-page text PDF, built by hand so no extra package is needed."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(f"{number} 0 obj\n".encode() + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
+    for offset in offsets:
+        out.write(f"{offset:010d} 00000 n \n".encode())
+    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    return out.getvalue()
+
+
+def _rag(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_index_exits_nonzero_only_when_nothing_indexed(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _write_bad_files(bad)
+    result = _rag("index", str(bad), data_dir=tmp_path / "data")
+    assert result.returncode == 1
+    assert "binary.txt" in result.stderr
+    (bad / "alpha.txt").write_text(ALPHA)
+    result = _rag("index", str(bad), data_dir=tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    assert "docs added=1" in result.stdout and "chunks=1" in result.stdout
+
+
+def test_cli_index_then_ask_prints_answer_and_citations(tmp_path: Path) -> None:
+    seeds = copy_seeds(tmp_path / "seeds")
+    assert _rag("index", str(seeds), data_dir=tmp_path / "data").returncode == 0
+    result = _rag("ask", "Who heads the Special VRAEM Commando unit?", data_dir=tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    assert "Leonardo Longa Lopez" in result.stdout
+    assert f"[1] {seeds / SEED_DOC_ID}" in result.stdout
+    as_json = _rag("ask", "Who heads the Special VRAEM Commando unit?", "--json", data_dir=tmp_path / "data")
+    import json
+
+    body = json.loads(as_json.stdout)
+    assert body["citations"][0]["doc_id"] == SEED_DOC_ID and body["no_answer"] is False

@@ -1,0 +1,51 @@
+"""The import direction api -> rag <- index is a rule; this test makes it one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = {
+    "rag": {"fastapi", "starlette", "api", "index", "uvicorn"},
+    "index": {"api", "fastapi", "starlette", "uvicorn"},
+}
+VENDOR_HOMES = {
+    # vendor module -> the only packages/modules allowed to import it
+    "chromadb": {"rag/store.py"},
+    "sentence_transformers": {"rag/embedding.py"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layering_package_imports_only_allowed_layers(package: str) -> None:
+    bad = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (ROOT / package).rglob("*.py")
+        for name in _imports(path) & FORBIDDEN[package]
+    }
+    assert not bad, sorted(bad)
+
+
+@pytest.mark.parametrize("vendor", sorted(VENDOR_HOMES))
+def test_layering_vendor_imported_in_one_place(vendor: str) -> None:
+    users = {
+        str(path.relative_to(ROOT))
+        for package in ("rag", "index", "api")
+        for path in (ROOT / package).rglob("*.py")
+        if vendor in _imports(path)
+    }
+    assert users <= VENDOR_HOMES[vendor], users
