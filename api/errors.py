@@ -16,12 +16,6 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (StoreUnavailable, 503),
 ]
 
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    404: {"description": "Not found", "model": None},
-    422: {"description": "Invalid request: the message says what to fix", "model": None},
-    503: {"description": "Index empty or store unavailable", "model": None},
-}
-
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"detail": {"code": code, "message": message}}
@@ -59,7 +53,7 @@ def _describe(exc: RequestValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         msg = err.get("msg", "invalid")
         if err.get("type") == "json_invalid":
-            parts.append("the body is not valid JSON: send a JSON object such as {\"question\": \"...\"}")
+            parts.append('the body is not valid JSON: send a JSON object such as {"question": "..."}')
         elif err.get("type") == "missing":
             parts.append(f"{loc}: field required")
         else:

@@ -80,7 +80,9 @@ class Indexer:
         """Store many documents, embedding their chunks in shared batches; returns the chunk count."""
         total = 0
         for group in _groups(documents, size=32):
-            chunked = [(d, chunk_document(d, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)) for d in group]
+            chunked = [
+                (d, chunk_document(d, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)) for d in group
+            ]
             texts = [c.text for _, cs in chunked for c in cs]
             vectors = self.embedder.embed(texts, batch_size=self.batch_size)
             at = 0

@@ -36,7 +36,12 @@ _CUES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
             re.I,
         ),
     ),
-    (re.compile(r"^\s*how (many|much|long|far|old|big|large|tall|often)\b", re.I), re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion|dozen)\b", re.I)),
+    (
+        re.compile(r"^\s*how (many|much|long|far|old|big|large|tall|often)\b", re.I),
+        re.compile(
+            r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion|dozen)\b", re.I
+        ),
+    ),
     (re.compile(r"^\s*(who|whom|whose)\b", re.I), re.compile(r"\b[A-Z][a-z]+ [A-Z][a-z]+")),
     (re.compile(r"^\s*where\b", re.I), re.compile(r"\b(in|at|near|from) [A-Z]")),
 ]

@@ -1,13 +1,13 @@
 """Domain errors. Each carries a machine-readable ``code``; the API maps codes to HTTP statuses in one place.
 
-    RAGError
-     ├── InvalidInput          code=invalid_input (subclasses refine the code)
-     │    ├── InvalidQuestion  code=invalid_question
-     │    └── UnsupportedFile  code=unsupported_file
-     ├── NotFound              code=not_found
-     │    └── DocumentNotFound code=document_not_found
-     ├── IndexEmpty            code=index_empty
-     └── StoreUnavailable      code=store_unavailable
+RAGError
+ ├── InvalidInput          code=invalid_input (subclasses refine the code)
+ │    ├── InvalidQuestion  code=invalid_question
+ │    └── UnsupportedFile  code=unsupported_file
+ ├── NotFound              code=not_found
+ │    └── DocumentNotFound code=document_not_found
+ ├── IndexEmpty            code=index_empty
+ └── StoreUnavailable      code=store_unavailable
 """
 
 from __future__ import annotations

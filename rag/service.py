@@ -78,9 +78,7 @@ class RAGService:
         t2 = time.perf_counter()
         extract = self.answerer.answer(question, passages, q_emb)
         t3 = time.perf_counter()
-        timings.update(
-            embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2), total=_ms(t3 - t0)
-        )
+        timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2), total=_ms(t3 - t0))
         return Answer(
             question=question,
             answer=extract.answer,

@@ -258,8 +258,9 @@ def _translate_errors() -> Iterator[None]:
         raise StoreUnavailable(f"the vector store is unreachable: {exc}") from exc
     except Exception as exc:
         name = type(exc).__name__
-        if name in {"ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError"} or "connect" in str(
-            exc
-        ).lower():
+        if (
+            name in {"ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError"}
+            or "connect" in str(exc).lower()
+        ):
             raise StoreUnavailable(f"the vector store is unreachable: {exc}") from exc
         raise

@@ -21,7 +21,10 @@ def test_normalize_text_is_idempotent() -> None:
     ("text", "expected"),
     [
         ("One. Two! Three?", ["One.", "Two!", "Three?"]),
-        ("Dr. Smith met J. Doe in the U.S. in 1999. Then he left.", ["Dr. Smith met J. Doe in the U.S. in 1999.", "Then he left."]),
+        (
+            "Dr. Smith met J. Doe in the U.S. in 1999. Then he left.",
+            ["Dr. Smith met J. Doe in the U.S. in 1999.", "Then he left."],
+        ),
         ("He said \u201cstop.\u201d Then it ended.", ["He said \u201cstop.\u201d", "Then it ended."]),
         ("A heading\nA line of text.", ["A heading", "A line of text."]),
         ("Values e.g. five and six. Done", ["Values e.g. five and six.", "Done"]),
