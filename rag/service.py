@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from rag.answer import ExtractiveAnswerer
 from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K, Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
+from rag.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
 from rag.retrieve import HybridRetriever
 from rag.store import ChromaStore
 from rag.types import Answer, DocumentInfo
@@ -61,8 +66,8 @@ class RAGService:
         """Model loaded and index non-empty."""
         return self.embedder.loaded and self.store.count_chunks() > 0
 
-    def ask(self, question: str, *, top_k: int | None = None) -> Answer:
-        """Answer ``question`` from the index, citing the sentences used."""
+    def ask(self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()) -> Answer:
+        """Answer ``question`` from the index, citing the sentences used; ``context`` is the chat so far."""
         question = validate_question(question)
         top_k = top_k or self.default_top_k
         if not 1 <= top_k <= MAX_TOP_K:
@@ -72,15 +77,22 @@ class RAGService:
         lexical = self.retriever.lexical()
         if lexical.bm25.size == 0:
             raise IndexEmpty("the index is empty: index some documents first (rag index PATH or POST /documents)")
-        q_emb = self.embedder.embed_query(question)
+        resolved = resolve_followup(question, context)
+        q_emb = self.embedder.embed_query(resolved.text)
+        retrieval_emb = q_emb
+        if resolved.context:
+            # The earlier turns steer retrieval a little; the message itself dominates the query vector.
+            mixed = (1 - CONTEXT_WEIGHT) * q_emb + CONTEXT_WEIGHT * self.embedder.embed_query(resolved.context)
+            retrieval_emb = (mixed / (np.linalg.norm(mixed) or 1.0)).astype(np.float32)
         t1 = time.perf_counter()
-        passages = self.retriever.retrieve(question, top_k=top_k, query_embedding=q_emb)
+        passages = self.retriever.retrieve(resolved.text, top_k=top_k, query_embedding=retrieval_emb)
         t2 = time.perf_counter()
-        extract = self.answerer.answer(question, passages, q_emb)
+        extract = self.answerer.answer(resolved.text, passages, q_emb)
         t3 = time.perf_counter()
         timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2), total=_ms(t3 - t0))
         return Answer(
             question=question,
+            query=resolved.text if resolved.followup else None,
             answer=extract.answer,
             no_answer=extract.no_answer,
             citations=extract.citations,
@@ -88,6 +100,18 @@ class RAGService:
             mode="extractive",
             timings_ms=timings,
         )
+
+    def ask_stream(
+        self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()
+    ) -> Iterator[str | Answer]:
+        """Answer ``question`` as a stream: text deltas, then the final Answer (always last, exactly once).
+
+        Validation and retrieval happen before this returns, so bad input and an empty index raise here, not
+        mid-stream. The deltas of the extractive answer concatenate to ``Answer.answer``; a generated answer may
+        stream its text as the model writes it, and its final Answer (checked citations) is the authoritative one.
+        """
+        answer = self.ask(question, top_k=top_k, context=context)
+        return _replay(answer)
 
     def list_documents(self) -> list[DocumentInfo]:
         return self.store.list_documents()
@@ -102,6 +126,23 @@ class RAGService:
 def open_store(settings: Settings) -> ChromaStore:
     """The store described by the settings (embedded under data_dir)."""
     return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=settings.collection)
+
+
+_DELTA = re.compile(r"\S+(?:\s+\S+){0,3}\s*")
+
+
+def text_deltas(text: str) -> list[str]:
+    """Split an answer into word groups (about four words each) whose concatenation is ``text`` exactly."""
+    lead = text[: len(text) - len(text.lstrip())]
+    parts = _DELTA.findall(text)
+    if parts and lead:
+        parts[0] = lead + parts[0]
+    return parts or ([text] if text else [])
+
+
+def _replay(answer: Answer) -> Iterator[str | Answer]:
+    yield from text_deltas(answer.answer)
+    yield answer
 
 
 def _ms(seconds: float) -> float:

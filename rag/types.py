@@ -78,6 +78,9 @@ class Answer(BaseModel):
     """The one answer type every interface returns."""
 
     question: str
+    query: str | None = Field(
+        None, description="The standalone query retrieved with, when a chat follow-up was rewritten; else null."
+    )
     answer: str = Field(description="Answer text; each sentence ends with its citation marker(s) [n].")
     no_answer: bool = Field(description="True when the evidence was too weak to answer; then citations is empty.")
     citations: list[Citation] = Field(default_factory=list)
