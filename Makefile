@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run index serve test lint bench clean
+.PHONY: install chromium run index serve test lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ run: index
 serve: install
 	$(BIN)/rag serve --host $(HOST) --port $(PORT)
 
-test: install
+# The browser test drives Debian's chromium through Playwright (never a downloaded browser). CI runs as root.
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; } || \
+		{ echo "the browser test needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
+
+test: install chromium
 	$(BIN)/python -m pytest
 
 lint: install

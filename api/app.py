@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
-from api.routes import answers, documents, operations
+from api.routes import answers, chat, documents, openai_compat, operations, page
 from rag.config import Settings, get_settings
+from rag.conversation import ChatService, ConversationStore
 from rag.embedding import SentenceTransformerEmbedder
 from rag.service import RAGService
 
 log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, embedder: SentenceTransformerEmbedder | None = None) -> FastAPI:
@@ -28,6 +32,10 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
         await run_in_threadpool(service.embedder.load)
         await run_in_threadpool(service.retriever.lexical)
         app.state.service = service
+        # Tenant = collection for now; multi-tenancy will pass the API key's tenant here instead.
+        app.state.chat = ChatService(
+            service=service, conversations=ConversationStore(settings.conversation_path), tenant=settings.collection
+        )
         app.state.settings = settings
         log.info("ready: %d chunks in collection %r", service.store.count_chunks(), settings.collection)
         yield
@@ -42,4 +50,8 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
     app.include_router(answers.router)
     app.include_router(documents.router)
     app.include_router(operations.router)
+    app.include_router(chat.router)
+    app.include_router(openai_compat.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K
+from rag.types import Answer
 
 
 class AskRequest(BaseModel):
@@ -19,6 +20,30 @@ class AskRequest(BaseModel):
     top_k: int | None = Field(
         None, ge=1, le=MAX_TOP_K, description=f"Passages to retrieve (1..{MAX_TOP_K}); the server default if omitted."
     )
+
+
+class ChatRequest(BaseModel):
+    """A chat message, in a new conversation or (with conversation_id) a follow-up in an existing one."""
+
+    conversation_id: str | None = Field(
+        None, max_length=64, description="The conversation to continue; omit it to start a new one."
+    )
+    message: str = Field(
+        min_length=1,
+        max_length=MAX_QUESTION_CHARS,
+        description=f"The message, 1 to {MAX_QUESTION_CHARS} characters, not only spaces.",
+        examples=["Who is Alipio?"],
+    )
+    top_k: int | None = Field(
+        None, ge=1, le=MAX_TOP_K, description=f"Passages to retrieve (1..{MAX_TOP_K}); the server default if omitted."
+    )
+    stream: bool = Field(False, description="Stream the answer as server-sent events (text/event-stream).")
+
+
+class ChatResponse(Answer):
+    """The answer (the same fields as /ask) and the conversation it belongs to."""
+
+    conversation_id: str = Field(description="Send it back with the next message to ask a follow-up.")
 
 
 class DocumentSummary(BaseModel):

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     min_answer_score: float = Field(
         DEFAULT_MIN_ANSWER_SCORE, description="Below this evidence score the answer is a refusal (no_answer)."
     )
+    conversation_db: Path | None = Field(
+        None,
+        description="The SQLite file that holds chat conversations; default <data_dir>/conversations.sqlite3.",
+    )
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     device: str = Field("auto", description="Embedding device: auto, cpu or cuda.")
@@ -54,6 +58,11 @@ class Settings(BaseSettings):
         if value not in {"auto", "cpu", "cuda"}:
             raise ValueError("RAG_DEVICE must be one of auto, cpu, cuda")
         return value
+
+    @property
+    def conversation_path(self) -> Path:
+        """Where conversations live: RAG_CONVERSATION_DB, else a file under RAG_DATA_DIR."""
+        return self.conversation_db or Path(self.data_dir) / "conversations.sqlite3"
 
 
 @lru_cache(maxsize=1)

@@ -4,8 +4,10 @@ RAGError
  ├── InvalidInput          code=invalid_input (subclasses refine the code)
  │    ├── InvalidQuestion  code=invalid_question
  │    └── UnsupportedFile  code=unsupported_file
+ │    └── InvalidMessage   code=invalid_message (a chat message or message list that cannot be answered)
  ├── NotFound              code=not_found
- │    └── DocumentNotFound code=document_not_found
+ │    ├── DocumentNotFound code=document_not_found
+ │    └── ConversationNotFound code=conversation_not_found
  ├── IndexEmpty            code=index_empty
  └── StoreUnavailable      code=store_unavailable
 """
@@ -35,6 +37,10 @@ class UnsupportedFile(InvalidInput):
     code = "unsupported_file"
 
 
+class InvalidMessage(InvalidInput):
+    code = "invalid_message"
+
+
 class NotFound(RAGError):
     code = "not_found"
 
@@ -49,3 +55,7 @@ class IndexEmpty(RAGError):
 
 class StoreUnavailable(RAGError):
     code = "store_unavailable"
+
+
+class ConversationNotFound(NotFound):
+    code = "conversation_not_found"

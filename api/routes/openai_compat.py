@@ -1,0 +1,154 @@
+"""OpenAI-compatible chat completions: point any OpenAI client (base_url=<service>/v1) at the service.
+
+Stateless: the message list is the conversation. The answer text carries the [n] markers; the citations travel
+machine-readably beside it: on ``choices[0].message.citations`` (plain) and on the final chunk's
+``choices[0].delta.citations`` (stream), with ``no_answer`` next to them. Errors keep the service's one error
+body ({"detail": {"code", "message"}}); OpenAI clients raise their usual status-based exceptions on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from api.deps import ERRORS, get_service
+from api.errors import error_body
+from api.routes.chat import SSE_HEADERS
+from rag.config import MAX_TOP_K
+from rag.conversation import split_messages
+from rag.errors import RAGError
+from rag.service import RAGService
+from rag.types import Answer, Citation
+
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+
+MODEL_ID = "cited-answers"
+
+
+class ContentPart(BaseModel):
+    type: Literal["text"] = Field(description="Only text parts are understood.")
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One message of the conversation, as in OpenAI's protocol."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat-completions request; sampling parameters (temperature, max_tokens...) are accepted and ignored."""
+
+    model: str = Field(MODEL_ID, description=f"Any name; the service answers as {MODEL_ID!r}.")
+    messages: list[ChatMessage] = Field(min_length=1, description="The whole conversation; the last one is the user's.")
+    stream: bool = Field(False, description="Stream server-sent events of chat.completion.chunk, then data: [DONE].")
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Passages to retrieve (an extension).")
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str = Field(description="The answer text with its [n] markers.")
+    citations: list[Citation] = Field(description="What each marker [n] cites (doc_id, source, quote, offsets).")
+    no_answer: bool = Field(description="True when the documents do not answer the question.")
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop"] = "stop"
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's chat.completion object, with citations on the message."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models() -> ModelList:
+    """List the one model the service answers as."""
+    return ModelList(data=[ModelCard(id=MODEL_ID, created=0, owned_by="cited-answers")])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={**ERRORS, 200: {"description": "chat.completion, or with stream=true SSE chunks and data: [DONE]"}},
+)
+async def chat_completions(body: ChatCompletionRequest, service: RAGService = Depends(get_service)):  # type: ignore[no-untyped-def]
+    """Answer the last user message with cited sentences, using the earlier messages as context."""
+    question, history = split_messages([(m.role, m.text()) for m in body.messages])
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model = body.model or MODEL_ID
+    if not body.stream:
+        answer = await run_in_threadpool(service.ask, question, top_k=body.top_k, context=history)
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=model,
+            choices=[
+                CompletionChoice(
+                    message=AssistantMessage(
+                        content=answer.answer, citations=answer.citations, no_answer=answer.no_answer
+                    )
+                )
+            ],
+        )
+    events = await run_in_threadpool(service.ask_stream, question, top_k=body.top_k, context=history)
+    chunks = _chunks(events, completion_id=completion_id, created=created, model=model)
+    return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _chunks(events: Iterator[str | Answer], *, completion_id: str, created: int, model: str) -> Iterator[str]:
+    def chunk(delta: dict[str, object], finish_reason: str | None = None) -> str:
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        for event in events:
+            if isinstance(event, Answer):
+                citations = [c.model_dump() for c in event.citations]
+                yield chunk({"citations": citations, "no_answer": event.no_answer}, finish_reason="stop")
+            else:
+                yield chunk({"content": event})
+    except RAGError as exc:
+        yield f"data: {json.dumps({'error': error_body(exc.code, exc.message)['detail']})}\n\n"
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,217 @@
+"""Conversations: an SQLite store of chat turns (each with its full Answer) and the chat logic over RAGService.
+
+The store is addressed by one setting (RAG_CONVERSATION_DB, default <RAG_DATA_DIR>/conversations.sqlite3) and
+every row carries a ``tenant`` (today the service's collection name), so a conversation is only ever visible to
+the tenant that made it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from rag.errors import ConversationNotFound, InvalidMessage
+from rag.followup import PriorTurn, history_from_exchanges
+from rag.service import RAGService, validate_question
+from rag.types import Answer
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turns (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    answer_json TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (conversation_id, position)
+);
+CREATE INDEX IF NOT EXISTS conversations_tenant ON conversations(tenant, updated_at);
+"""
+
+
+class Turn(BaseModel):
+    """One exchange: the user's message and the Answer it got."""
+
+    message: str = Field(description="What the user sent.")
+    answer: Answer
+    created_at: float = Field(description="Unix time of the turn.")
+
+
+class Conversation(BaseModel):
+    """A conversation with its turns, oldest first."""
+
+    conversation_id: str
+    created_at: float
+    updated_at: float
+    turns: list[Turn] = Field(default_factory=list)
+
+
+class ConversationStore:
+    """Conversations in one SQLite file; safe to share between threads (one short connection per call)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30)) as db:
+            db.execute("PRAGMA foreign_keys=ON")
+            with db:  # one transaction: committed on success, rolled back on error
+                yield db
+
+    @staticmethod
+    def new_id() -> str:
+        """A fresh conversation id (the row is written with the first turn, so failed first turns leave none)."""
+        return uuid.uuid4().hex
+
+    def get(self, conversation_id: str, *, tenant: str) -> Conversation:
+        """The conversation with its turns, or ConversationNotFound (also for another tenant's id)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT created_at, updated_at FROM conversations WHERE id = ? AND tenant = ?",
+                (conversation_id, tenant),
+            ).fetchone()
+            if row is None:
+                raise _not_found(conversation_id)
+            rows = db.execute(
+                "SELECT message, answer_json, created_at FROM turns WHERE conversation_id = ? ORDER BY position",
+                (conversation_id,),
+            ).fetchall()
+        turns = [Turn(message=m, answer=Answer.model_validate_json(a), created_at=t) for m, a, t in rows]
+        return Conversation(conversation_id=conversation_id, created_at=row[0], updated_at=row[1], turns=turns)
+
+    def append(self, conversation_id: str, *, tenant: str, message: str, answer: Answer, create: bool = False) -> None:
+        """Add a turn at the end of the conversation (``create``: start it with this turn)."""
+        now = time.time()
+        with self._write_lock, self._connect() as db:
+            if create:
+                db.execute(
+                    "INSERT INTO conversations (id, tenant, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                    (conversation_id, tenant, now, now),
+                )
+            updated = db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ? AND tenant = ?", (now, conversation_id, tenant)
+            ).rowcount
+            if not updated:
+                raise _not_found(conversation_id)
+            db.execute(
+                "INSERT INTO turns (conversation_id, position, message, answer_json, created_at) "
+                "VALUES (?, (SELECT COALESCE(MAX(position), -1) + 1 FROM turns WHERE conversation_id = ?), ?, ?, ?)",
+                (conversation_id, conversation_id, message, answer.model_dump_json(), now),
+            )
+
+    def delete(self, conversation_id: str, *, tenant: str) -> None:
+        """Remove a conversation and its turns, or raise ConversationNotFound."""
+        with self._write_lock, self._connect() as db:
+            deleted = db.execute(
+                "DELETE FROM conversations WHERE id = ? AND tenant = ?", (conversation_id, tenant)
+            ).rowcount
+        if not deleted:
+            raise _not_found(conversation_id)
+
+
+def history_of(conversation: Conversation) -> list[PriorTurn]:
+    """The conversation's turns as follow-up context: each question with the quotes its answer cited."""
+    return history_from_exchanges(
+        [(turn.message, [c.quote for c in turn.answer.citations]) for turn in conversation.turns]
+    )
+
+
+class ChatService:
+    """Chat over RAGService: follow-ups resolved against the stored conversation, every turn persisted."""
+
+    def __init__(self, *, service: RAGService, conversations: ConversationStore, tenant: str) -> None:
+        self.service = service
+        self.conversations = conversations
+        self.tenant = tenant
+
+    def send(self, message: str, *, conversation_id: str | None = None, top_k: int | None = None) -> tuple[str, Answer]:
+        """Answer ``message`` in the conversation (a new one when no id is given); returns (id, answer)."""
+        validate_question(message)  # before anything is written
+        conversation_id, history, new = self._open(conversation_id)
+        answer = self.service.ask(message, top_k=top_k, context=history)
+        self.conversations.append(conversation_id, tenant=self.tenant, message=message, answer=answer, create=new)
+        return conversation_id, answer
+
+    def send_stream(
+        self, message: str, *, conversation_id: str | None = None, top_k: int | None = None
+    ) -> tuple[str, Iterator[str | Answer]]:
+        """Like send, but the answer streams (text deltas, then the Answer); the turn is saved before the Answer."""
+        validate_question(message)
+        conversation_id, history, new = self._open(conversation_id)
+        events = self.service.ask_stream(message, top_k=top_k, context=history)
+
+        def persisted() -> Iterator[str | Answer]:
+            for event in events:
+                if isinstance(event, Answer):
+                    self.conversations.append(
+                        conversation_id, tenant=self.tenant, message=message, answer=event, create=new
+                    )
+                yield event
+
+        return conversation_id, persisted()
+
+    def get(self, conversation_id: str) -> Conversation:
+        """The conversation with its turns."""
+        return self.conversations.get(conversation_id, tenant=self.tenant)
+
+    def delete(self, conversation_id: str) -> None:
+        """Forget a conversation."""
+        self.conversations.delete(conversation_id, tenant=self.tenant)
+
+    def _open(self, conversation_id: str | None) -> tuple[str, list[PriorTurn], bool]:
+        if conversation_id is None:
+            return self.conversations.new_id(), [], True
+        return conversation_id, history_of(self.get(conversation_id)), False
+
+
+def _not_found(conversation_id: str) -> ConversationNotFound:
+    return ConversationNotFound(
+        f"no conversation with id {conversation_id!r}: it was deleted or never existed; "
+        "omit conversation_id to start a new one"
+    )
+
+
+ROLES = ("system", "developer", "user", "assistant")
+_MARKER = re.compile(r"\s*\[\d+\]")
+
+
+def split_messages(messages: Sequence[tuple[str, str]]) -> tuple[str, list[PriorTurn]]:
+    """A stateless chat (OpenAI-style (role, content) list) as (the question, the earlier turns as context).
+
+    The last message must come from the user: it is the question. Earlier user messages are the earlier
+    questions, each followed by the assistant's reply (its text, markers removed, stands in for the quotes it cited).
+    System and developer messages carry no evidence and are ignored.
+    """
+    turns = [(role, content) for role, content in messages if role not in ("system", "developer")]
+    for role, _ in turns:
+        if role not in ROLES:
+            raise InvalidMessage(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if not turns or turns[-1][0] != "user":
+        raise InvalidMessage("the last message must come from the user (role 'user'): it is the question answered")
+    question = validate_question(turns[-1][1])
+    exchanges: list[tuple[str, list[str]]] = []
+    for role, content in turns[:-1]:
+        if role == "user" and content.strip():
+            exchanges.append((content.strip(), []))
+        elif role == "assistant" and exchanges and content.strip():
+            exchanges[-1][1].append(_MARKER.sub("", content).strip())
+    return question, history_from_exchanges(exchanges)
