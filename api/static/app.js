@@ -171,7 +171,7 @@ async function ask(question) {
     await readEvents(response, (name, data) => {
       if (name === "start") conversationId = data.conversation_id;
       else if (name === "delta") { text.textContent += data.text; li.scrollIntoView({ block: "end" }); }
-      else if (name === "answer") { finished = true; renderAnswer(li, data); }
+      else if (name === "answer") { finished = true; renderAnswer(li, data); li.scrollIntoView({ block: "end" }); }
       else if (name === "error") { finished = true; showError(li, errorMessage(data, data.status)); }
     });
     if (!finished) showError(li, "the answer stream ended early; please ask again.");

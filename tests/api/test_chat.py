@@ -190,3 +190,13 @@ def test_chat_empty_message_creates_no_conversation(tmp_path: Path, chat_setting
         assert httpx.post(f"{server.url}/chat", json={"message": "   "}).status_code == 422
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
+
+
+def test_chat_routes_are_in_openapi(chat_server: LiveServer) -> None:
+    schema = httpx.get(f"{chat_server.url}/openapi.json").json()
+    assert {"/chat", "/conversations/{conversation_id}", "/v1/chat/completions", "/v1/models"} <= set(schema["paths"])
+    assert schema["paths"]["/chat"]["post"]["description"]
+    assert "conversation_id" in schema["components"]["schemas"]["ChatResponse"]["properties"]
+    page = httpx.get(f"{chat_server.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert httpx.get(f"{chat_server.url}/static/app.js").status_code == 200
