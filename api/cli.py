@@ -55,7 +55,7 @@ def _index(settings, paths: list[Path], *, quiet: bool) -> int:  # type: ignore[
 
     indexer = Indexer(
         store=open_store(settings),
-        embedder=SentenceTransformerEmbedder(device=settings.device),
+        embedder=SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
     )

@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     )
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
-    device: str = Field("auto", description="Embedding device: auto, cpu or cuda.")
+    device: str = Field("auto", description="Embedding device: auto (CUDA when present), cpu or cuda.")
+    precision: str = Field(
+        "auto", description="Embedding precision: auto (fp16 on CUDA, bf16 on AMX CPUs, else fp32), fp32, bf16, fp16."
+    )
 
     @field_validator("collection")
     @classmethod
@@ -63,6 +66,14 @@ class Settings(BaseSettings):
     def conversation_path(self) -> Path:
         """Where conversations live: RAG_CONVERSATION_DB, else a file under RAG_DATA_DIR."""
         return self.conversation_db or Path(self.data_dir) / "conversations.sqlite3"
+
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str) -> str:
+        if value not in {"auto", "fp32", "bf16", "fp16"}:
+            raise ValueError("RAG_PRECISION must be one of auto, fp32, bf16, fp16")
+        return value
 
 
 @lru_cache(maxsize=1)

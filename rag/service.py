@@ -57,7 +57,7 @@ class RAGService:
         """Build the store, model and retrievers described by ``settings``."""
         return cls(
             store=open_store(settings),
-            embedder=embedder or SentenceTransformerEmbedder(device=settings.device),
+            embedder=embedder or SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
             min_answer_score=settings.min_answer_score,
             default_top_k=settings.top_k,
         )

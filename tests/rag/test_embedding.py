@@ -1,0 +1,113 @@
+"""Precision choice, the NumPy backend's agreement with PyTorch, length-sorted batching and lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rag.embedding import SentenceTransformerEmbedder, choose_precision, token_batches
+from tests.conftest import ROOT, SEEDS
+
+AMX = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}
+NO_AMX = {"avx512f", "avx512_bf16", "avx512_vnni"}
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "flags", "expected"),
+    [
+        ("cpu", "auto", AMX, "bf16"),
+        ("cpu", "auto", NO_AMX, "fp32"),  # AVX-512 bf16 without AMX measured slower than fp32
+        ("cpu", "auto", set(), "fp32"),
+        ("cpu", "auto", {"amx_tile"}, "fp32"),
+        ("cuda", "auto", NO_AMX, "fp16"),
+        ("cpu", "fp32", AMX, "fp32"),
+        ("cpu", "bf16", NO_AMX, "bf16"),
+        ("cpu", "fp16", AMX, "fp32"),
+        ("cuda", "fp32", set(), "fp32"),
+    ],
+)
+def test_choose_precision_by_device_and_cpu(device: str, precision: str, flags: set[str], expected: str) -> None:
+    assert choose_precision(device=device, precision=precision, flags=flags) == expected
+
+
+def test_choose_precision_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        choose_precision(device="cpu", precision="int4")
+
+
+def test_token_batches_cover_every_text_once_within_budget() -> None:
+    lengths = [5, 200, 17, 256, 3, 3, 90, 120, 64, 7] * 13
+    batches = token_batches(lengths, batch_tokens=1024, max_batch=16)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(len(lengths)))
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert width * len(batch) <= 1024 or len(batch) == 1
+        assert len(batch) <= 16
+    # Sorted by length: padding waste is small.
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert padded <= 1.15 * sum(lengths)
+
+
+def _real_texts() -> list[str]:
+    text = " ".join(p.read_text(encoding="utf-8") for p in sorted(SEEDS.glob("*.txt")))
+    sentences = [s.strip() for s in text.replace("\n", " ").split(". ") if s.strip()]
+    return sentences[:20] + [text[:1500], text[:40], "why did the VRAEM faction attack in February?"] + [text] * 2
+
+
+@pytest.fixture(scope="module")
+def fp32_torch_vectors() -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    from rag.embedding import model_path
+
+    model = SentenceTransformer(str(model_path()), device="cpu")
+    model.max_seq_length = 256
+    return np.asarray(model.encode(_real_texts(), normalize_embeddings=True), dtype=np.float32)
+
+
+def test_numpy_backend_matches_sentence_transformers_fp32(
+    embedder: SentenceTransformerEmbedder, fp32_torch_vectors: np.ndarray
+) -> None:
+    vectors = embedder.embed(_real_texts())
+    assert vectors.shape == fp32_torch_vectors.shape
+    cosines = (vectors * fp32_torch_vectors).sum(axis=1)
+    assert cosines.min() >= 0.9999
+    query = embedder.embed_query(_real_texts()[-3])
+    assert float(query @ fp32_torch_vectors[-3]) >= 0.9999
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_torch_backend_precision_close_to_fp32(precision: str, fp32_torch_vectors: np.ndarray) -> None:
+    model = SentenceTransformerEmbedder(device="cpu", precision=precision)
+    assert model.precision == precision
+    texts = _real_texts() * 3  # over the small-batch threshold, so the bulk (torch) backend runs
+    vectors = model.embed(texts)
+    cosines = (vectors * np.concatenate([fp32_torch_vectors] * 3)).sum(axis=1)
+    assert cosines.min() >= 0.999
+
+
+def test_embedder_rejects_unknown_precision() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        SentenceTransformerEmbedder(precision="int8")
+
+
+def test_ask_path_never_imports_torch(seeded_settings) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import sys\n"
+        "import api.cli\n"
+        "from rag.service import RAGService\n"
+        "from rag.config import Settings\n"
+        f"s = Settings(data_dir={str(seeded_settings.data_dir)!r})\n"
+        "a = RAGService.from_settings(s).ask('why did the VRAEM faction attack in February?')\n"
+        "assert a.citations, a\n"
+        "import api.app\n"
+        "bad = sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules)\n"
+        "print('IMPORTED', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "IMPORTED []" in out.stdout
