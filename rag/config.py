@@ -67,7 +67,6 @@ class Settings(BaseSettings):
         """Where conversations live: RAG_CONVERSATION_DB, else a file under RAG_DATA_DIR."""
         return self.conversation_db or Path(self.data_dir) / "conversations.sqlite3"
 
-
     @field_validator("precision")
     @classmethod
     def _precision(cls, value: str) -> str:
