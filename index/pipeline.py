@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,21 +79,79 @@ class Indexer:
         return len(chunks)
 
     def put_many(self, documents: Iterable[Document], *, progress: Callable[[int], None] | None = None) -> int:
-        """Store many documents, embedding their chunks in shared batches; returns the chunk count."""
+        """Store many documents, embedding their chunks in shared batches; returns the chunk count.
+
+        Three stages overlap: a thread chunks the next window of documents while this thread embeds the current
+        one, and another thread writes the previous one to the store. Windows are written in order, each with
+        ``replace_documents`` (so crash safety is that of ``replace_document``).
+        """
+        chunked_q: queue.Queue[object] = queue.Queue(maxsize=2)
+        written_q: queue.Queue[object] = queue.Queue(maxsize=2)
+        stop = threading.Event()
         total = 0
-        for group in _groups(documents, size=32):
-            chunked = [
-                (d, chunk_document(d, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)) for d in group
-            ]
-            texts = [c.text for _, cs in chunked for c in cs]
-            vectors = self.embedder.embed(texts, batch_size=self.batch_size)
-            at = 0
-            for document, chunks in chunked:
-                self.store.replace_document(document, chunks, vectors[at : at + len(chunks)])
-                at += len(chunks)
-                total += len(chunks)
-            if progress:
-                progress(len(group))
+        errors: list[BaseException] = []
+
+        def chunker() -> None:
+            try:
+                for group in _windows(documents, max_docs=WINDOW_DOCS, max_chars=WINDOW_CHARS):
+                    if stop.is_set():
+                        return
+                    chunked = [
+                        (d, chunk_document(d, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap))
+                        for d in group
+                    ]
+                    chunked_q.put(chunked)
+            except BaseException as exc:  # handed to the main thread, which re-raises it
+                chunked_q.put(_Failed(exc))
+                return
+            chunked_q.put(_DONE)
+
+        def writer() -> None:
+            while True:
+                item = written_q.get()
+                if item is _DONE:
+                    return
+                if errors:
+                    continue  # drain, write nothing more after a failure
+                try:
+                    assert isinstance(item, list)
+                    self.store.replace_documents(item)
+                    if progress:
+                        progress(len(item))
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=chunker, daemon=True), threading.Thread(target=writer, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            while not errors:
+                item = chunked_q.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failed):
+                    raise item.exc
+                assert isinstance(item, list)
+                texts = [c.text for _, cs in item for c in cs]
+                vectors = self.embedder.embed(texts, batch_size=self.batch_size)
+                batch = []
+                at = 0
+                for document, chunks in item:
+                    batch.append((document, chunks, vectors[at : at + len(chunks)]))
+                    at += len(chunks)
+                    total += len(chunks)
+                written_q.put(batch)
+        finally:
+            stop.set()
+            while threads[0].is_alive():  # unblock the chunker if it waits on a full queue
+                try:
+                    chunked_q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            written_q.put(_DONE)
+            threads[1].join()
+        if errors:
+            raise errors[0]
         return total
 
     def index_paths(self, paths: Iterable[Path], *, show_progress: bool = False) -> IndexReport:
@@ -173,13 +233,29 @@ def _walk(folder: Path) -> Iterator[Path]:
 _QUIET = {".jsonl", ".json"}
 
 
-def _groups(items: Iterable[Document], *, size: int) -> Iterator[list[Document]]:
+# A window is what one embed call sees: big enough that length-sorted batches waste little padding and the
+# stages overlap, small enough to bound memory and to show progress.
+WINDOW_DOCS = 256
+WINDOW_CHARS = 400_000
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def _windows(items: Iterable[Document], *, max_docs: int, max_chars: int) -> Iterator[list[Document]]:
     group: list[Document] = []
+    chars = 0
     for item in items:
         group.append(item)
-        if len(group) == size:
+        chars += len(item.text)
+        if len(group) >= max_docs or chars >= max_chars:
             yield group
-            group = []
+            group, chars = [], 0
     if group:
         yield group
 

