@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -91,16 +92,20 @@ class Indexer:
         total = 0
         errors: list[BaseException] = []
 
+        # Workers are forked here, before this call starts its threads.
+        pool = _chunk_pool(self.chunk_tokens, self.chunk_overlap)
+
         def chunker() -> None:
+            split = functools.partial(chunk_document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
             try:
                 for group in _windows(documents, max_docs=WINDOW_DOCS, max_chars=WINDOW_CHARS):
                     if stop.is_set():
                         return
-                    chunked = [
-                        (d, chunk_document(d, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap))
-                        for d in group
-                    ]
-                    chunked_q.put(chunked)
+                    if pool is not None and len(group) > 8:
+                        pieces = pool.map(split, group, chunksize=max(1, len(group) // (4 * CHUNK_WORKERS)))
+                    else:
+                        pieces = [split(d) for d in group]
+                    chunked_q.put(list(zip(group, pieces, strict=True)))
             except BaseException as exc:  # handed to the main thread, which re-raises it
                 chunked_q.put(_Failed(exc))
                 return
@@ -150,6 +155,9 @@ class Indexer:
                     pass
             written_q.put(_DONE)
             threads[1].join()
+            if pool is not None:
+                pool.terminate()
+                pool.join()
         if errors:
             raise errors[0]
         return total
@@ -237,6 +245,22 @@ _QUIET = {".jsonl", ".json"}
 # stages overlap, small enough to bound memory and to show progress.
 WINDOW_DOCS = 256
 WINDOW_CHARS = 400_000
+
+
+# The splitter is pure Python (it holds the GIL), so on a machine with cores to spare (a GPU host) it runs in
+# forked worker processes; on 2 cores one chunking thread beside the encoder is enough.
+CHUNK_WORKERS = min(8, (os.cpu_count() or 1) - 2)
+
+
+def _chunk_pool(chunk_tokens: int, overlap: int):  # type: ignore[no-untyped-def]
+    if CHUNK_WORKERS < 2:
+        return None
+    import multiprocessing
+
+    from index.chunking import _splitter
+
+    _splitter(chunk_tokens, overlap)  # build the splitter before forking, so the workers start warm
+    return multiprocessing.get_context("fork").Pool(CHUNK_WORKERS)
 
 
 class _Failed:

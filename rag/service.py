@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rag.answer import ExtractiveAnswerer
 from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K, Settings
-from rag.embedding import SentenceTransformerEmbedder
+from rag.embedding import DIMENSIONS, SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
 from rag.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
 from rag.retrieve import HybridRetriever
 from rag.store import ChromaStore
 from rag.types import Answer, DocumentInfo
+
+# 20k sentences x 384 float32 = 30 MB.
+SENTENCE_CACHE_ITEMS = 20_000
 
 
 def validate_question(question: str) -> str:
@@ -46,8 +51,9 @@ class RAGService:
         self.embedder = embedder
         self.default_top_k = default_top_k
         self.retriever = HybridRetriever(store=store, embedder=embedder)
+        self.sentence_vectors = EmbeddingCache(embedder.embed)
         self.answerer = ExtractiveAnswerer(
-            embed=lambda texts: embedder.embed(texts),
+            embed=self.sentence_vectors,
             idf=lambda term: self.retriever.lexical().bm25.idf_of(term),
             min_score=min_answer_score,
         )
@@ -121,6 +127,40 @@ class RAGService:
         if info is None:
             raise DocumentNotFound(f"no document with id {doc_id!r}: GET /documents lists the indexed ones")
         return info
+
+
+class EmbeddingCache:
+    """Memoises ``embed`` by text (LRU): the same passages come back for related questions, and embedding their
+    sentences is most of an answer's cost. Vectors are exactly what ``embed`` returns for the text."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], *, max_items: int = SENTENCE_CACHE_ITEMS) -> None:
+        self._embed = embed
+        self._max = max_items
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            found = {t: self._items[t] for t in texts if t in self._items}
+            for t in found:
+                self._items.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            for t, v in zip(missing, self._embed(missing), strict=True):
+                found[t] = v
+            with self._lock:
+                for t in missing:
+                    self._items[t] = found[t]
+                while len(self._items) > self._max:
+                    self._items.popitem(last=False)
+        with self._lock:
+            self.hits += len(texts) - len(missing)
+            self.misses += len(missing)
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        return np.stack([found[t] for t in texts])
 
 
 def open_store(settings: Settings) -> ChromaStore:

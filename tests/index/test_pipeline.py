@@ -198,7 +198,10 @@ def test_cli_index_then_ask_prints_answer_and_citations(tmp_path: Path) -> None:
     assert body["citations"][0]["doc_id"] == SEED_DOC_ID and body["no_answer"] is False
 
 
-def test_put_many_stores_same_ids_offsets_and_vectors_as_one_by_one(indexer: Indexer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_put_many_stores_same_ids_offsets_and_vectors_as_one_by_one(
+    indexer: Indexer, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
     from index.chunking import chunk_document
 
     seed = (ROOT / "seeds" / SEED_DOC_ID).read_text(encoding="utf-8")
@@ -206,12 +209,9 @@ def test_put_many_stores_same_ids_offsets_and_vectors_as_one_by_one(indexer: Ind
     docs = [indexer.make_document(doc_id=f"d{i}", source=f"d{i}.txt", text=t) for i, t in enumerate(texts)]
     import index.pipeline as pipeline
 
-    original = pipeline.WINDOW_DOCS
-    pipeline.WINDOW_DOCS = 4  # several windows, so the three stages really overlap
-    try:
-        total = indexer.put_many(docs)
-    finally:
-        pipeline.WINDOW_DOCS = original
+    monkeypatch.setattr(pipeline, "WINDOW_DOCS", 12)  # several windows, so the three stages really overlap
+    monkeypatch.setattr(pipeline, "CHUNK_WORKERS", workers)  # 2: chunking in forked processes, as on a big host
+    total = indexer.put_many(docs)
     expected = [c for d in docs for c in chunk_document(d, chunk_tokens=200, overlap=32)]
     assert total == len(expected)
     got = indexer.store._chunks.get(include=["metadatas", "embeddings", "documents"])  # noqa: SLF001
