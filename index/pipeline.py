@@ -92,13 +92,14 @@ class Indexer:
         total = 0
         errors: list[BaseException] = []
 
-        # Workers are forked here, before this call starts its threads.
-        pool = _chunk_pool(self.chunk_tokens, self.chunk_overlap)
+        docs = documents if isinstance(documents, list) else list(documents)
+        # Workers are forked here, before this call starts its threads, and only when there is enough to split.
+        pool = _chunk_pool(self.chunk_tokens, self.chunk_overlap) if len(docs) >= POOL_MIN_DOCS else None
 
         def chunker() -> None:
             split = functools.partial(chunk_document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
             try:
-                for group in _windows(documents, max_docs=WINDOW_DOCS, max_chars=WINDOW_CHARS):
+                for group in _windows(docs, max_docs=WINDOW_DOCS, max_chars=WINDOW_CHARS):
                     if stop.is_set():
                         return
                     if pool is not None and len(group) > 8:
@@ -250,6 +251,7 @@ WINDOW_CHARS = 400_000
 # The splitter is pure Python (it holds the GIL), so on a machine with cores to spare (a GPU host) it runs in
 # forked worker processes; on 2 cores one chunking thread beside the encoder is enough.
 CHUNK_WORKERS = min(8, (os.cpu_count() or 1) - 2)
+POOL_MIN_DOCS = 32
 
 
 def _chunk_pool(chunk_tokens: int, overlap: int):  # type: ignore[no-untyped-def]

@@ -237,10 +237,21 @@ def test_put_many_stores_same_ids_offsets_and_vectors_as_one_by_one(
     }
 
 
-def test_put_many_chunking_error_propagates_and_writes_nothing_after(indexer: Indexer) -> None:
-    def documents():  # type: ignore[no-untyped-def]
-        yield indexer.make_document(doc_id="ok", source="ok.txt", text=ALPHA)
-        raise RuntimeError("disk on fire")
+def test_put_many_chunking_error_propagates_and_writes_nothing_after(
+    indexer: Indexer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import index.pipeline as pipeline
 
+    real = pipeline.chunk_document
+
+    def failing(document, **kwargs):  # type: ignore[no-untyped-def]
+        if document.doc_id == "bad":
+            raise RuntimeError("disk on fire")
+        return real(document, **kwargs)
+
+    monkeypatch.setattr(pipeline, "chunk_document", failing)
+    monkeypatch.setattr(pipeline, "WINDOW_DOCS", 1)
+    docs = [indexer.make_document(doc_id=i, source=f"{i}.txt", text=ALPHA) for i in ("ok", "bad", "later")]
     with pytest.raises(RuntimeError, match="disk on fire"):
-        indexer.put_many(documents())
+        indexer.put_many(docs)
+    assert "later" not in {d.doc_id for d in indexer.store.list_documents()}
