@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
-from api.routes import answers, chat, documents, openai_compat, operations, page
+from api.routes import answers, chat, documents, evaluation, openai_compat, operations, page
 from rag.config import Settings, get_settings
 from rag.conversation import ChatService, ConversationStore
 from rag.embedding import SentenceTransformerEmbedder
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
     app.include_router(answers.router)
     app.include_router(documents.router)
     app.include_router(operations.router)
+    app.include_router(evaluation.router)
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
     app.include_router(page.router)

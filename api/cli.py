@@ -1,4 +1,4 @@
-"""The `rag` command: index folders, ask a question, serve the HTTP API."""
+"""The `rag` command: index folders, ask a question, evaluate against references, serve the HTTP API."""
 
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     p_ask.add_argument("--top-k", type=int, default=None)
     p_ask.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
+    p_eval = sub.add_parser("eval", help="evaluate answers against a reference set (JSONL or a BEIR folder)")
+    p_eval.add_argument("references", type=Path, help="a reference JSONL file, or a BEIR folder (queries + qrels)")
+    p_eval.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="documents to index first: a BEIR folder (corpus.jsonl) or a folder of files; a BEIR REFERENCES "
+        "folder is its own corpus. Without it, the configured index is used as it is.",
+    )
+    p_eval.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
+    p_eval.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p_eval.add_argument("--out", type=Path, default=Path("eval-out"), help="where eval.json and report.html go")
+    p_eval.add_argument(
+        "--data-dir", type=Path, default=None, help="store to index the corpus into and reuse (default: a temp dir)"
+    )
+    p_eval.add_argument("--top-k", type=int, default=None, help="passages per answer (default: RAG_TOP_K)")
+    p_eval.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p_serve = sub.add_parser("serve", help="serve the HTTP API")
     p_serve.add_argument("--host", default=None)
     p_serve.add_argument("--port", type=int, default=None)
@@ -42,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             return _index(settings, args.paths, quiet=args.quiet)
         if args.command == "ask":
             return _ask(settings, args.question, top_k=args.top_k, as_json=args.json)
+        if args.command == "eval":
+            from api.evaluation import run_eval
+
+            return run_eval(settings, args)
         return _serve(settings, host=args.host, port=args.port)
     except RAGError as exc:
         print(f"error ({exc.code}): {exc.message}", file=sys.stderr)

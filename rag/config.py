@@ -13,6 +13,8 @@ DEFAULT_COLLECTION = "default"
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 50
 MAX_QUESTION_CHARS = 2000
+# POST /eval runs inline, inside one request: a small set only (rag eval takes any size).
+MAX_EVAL_ITEMS = 50
 # Word pieces per chunk, counted with the embedder's own tokenizer. MiniLM truncates at 256 pieces including
 # [CLS] and [SEP]; the splitter's count of a joined chunk can differ by a few pieces from the sum of its parts,
 # so we leave a margin and a test asserts that no chunk exceeds the model's limit.
