@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install chromium run index serve test lint bench clean
+.PHONY: install chromium run index serve test lint bench clean eval-seeds eval-scifact eval-squad calibrate
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,22 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench.py
+
+# Evaluation on data nobody here wrote (../shared/datasets); each corpus is indexed once into EVAL_CACHE and reused.
+DATASETS ?= ../shared/datasets
+EVAL_CACHE ?= /tmp/rag-eval
+
+eval-seeds: install
+	$(BIN)/python -m api.cli eval seeds/questions.jsonl --corpus seeds --out eval-results/seeds
+
+eval-scifact: install
+	$(BIN)/python -m api.cli eval $(DATASETS)/scifact --split test --data-dir $(EVAL_CACHE)/scifact --out eval-results/scifact
+
+eval-squad: install
+	$(BIN)/python benchmarks/eval_squad.py --data $(DATASETS)/squad-v1.1-dev --data-dir $(EVAL_CACHE)/squad --out eval-results/squad
+
+calibrate: install
+	$(BIN)/python benchmarks/calibrate_threshold.py --data $(DATASETS)/squad-v1.1-dev
 
 clean:
 	rm -rf $(VENV) data

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_eval.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
     p_eval.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    p_eval.add_argument("--out", type=Path, default=Path("eval-out"), help="where eval.json and report.html go")
+    p_eval.add_argument("--out", type=Path, default=Path("eval-results"), help="where eval.json and report.html go")
     p_eval.add_argument(
         "--data-dir", type=Path, default=None, help="store to index the corpus into and reuse (default: a temp dir)"
     )

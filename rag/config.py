@@ -22,6 +22,7 @@ DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_CHUNK_OVERLAP = 32
 # Calibrated on data by benchmarks/calibrate_threshold.py (see README, "No-answer threshold").
 DEFAULT_MIN_ANSWER_SCORE = 0.36
+DEFAULT_MAX_ANSWER_SENTENCES = 3
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     conversation_db: Path | None = Field(
         None,
         description="The SQLite file that holds chat conversations; default <data_dir>/conversations.sqlite3.",
+    )
+    max_answer_sentences: int = Field(
+        DEFAULT_MAX_ANSWER_SENTENCES, ge=1, le=3, description="At most this many sentences in an extractive answer."
     )
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)

@@ -1,4 +1,10 @@
-"""Hybrid retrieval: dense (Chroma) and BM25 over the same chunks, fused by weighted reciprocal rank."""
+"""Hybrid retrieval: dense (Chroma) and BM25 over the same chunks, fused.
+
+The default fusion is a convex combination of min-max normalised scores (each list's scores mapped to 0..1 over
+its candidates, then weighted and summed): on SQuAD's tuning half it beat reciprocal rank fusion (hit@5 0.968 vs
+0.945, nDCG@10 0.904 vs 0.862), because it keeps how far apart the scores are, not only their order. Weighted
+reciprocal rank fusion stays available (``fusion="rrf"``). See README, "Evaluation", for the figures.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,10 @@ from rag.types import Passage
 
 RRF_K = 60
 CANDIDATES = 50
+FUSION = "convex"
+# Tuned on SQuAD's tuning half of articles (benchmarks/tune_fusion.py): flat between 0.7 and 1.0, BM25 a bit ahead.
+DENSE_WEIGHT = 0.8
+BM25_WEIGHT = 1.0
 
 
 class Embedder(Protocol):
@@ -39,15 +49,19 @@ class HybridRetriever:
         embedder: Embedder,
         rrf_k: int = RRF_K,
         candidates: int = CANDIDATES,
-        dense_weight: float = 1.0,
-        bm25_weight: float = 1.0,
+        dense_weight: float = DENSE_WEIGHT,
+        bm25_weight: float = BM25_WEIGHT,
+        fusion: str = FUSION,
     ) -> None:
+        if fusion not in {"convex", "rrf"}:
+            raise ValueError("fusion must be 'convex' or 'rrf'")
         self.store = store
         self.embedder = embedder
         self.rrf_k = rrf_k
         self.candidates = candidates
         self.dense_weight = dense_weight
         self.bm25_weight = bm25_weight
+        self.fusion = fusion
         self._lexical: _Lexical | None = None
         self._lock = threading.Lock()
 
@@ -79,25 +93,45 @@ class HybridRetriever:
         sparse_hits = lexical.bm25.top(question, pool)
         hashes = lexical.snapshot.doc_hashes
 
-        fused: dict[str, float] = {}
         found: dict[str, dict[str, Any]] = {}
-        for rank, hit in enumerate(dense):
+        dense_ranked: list[tuple[str, float]] = []
+        for hit in dense:
             # Only chunks of the document's current version count: never a mix of old and new chunks.
             if hashes.get(str(hit.metadata.get("doc_id"))) != hit.metadata.get("content_hash"):
                 continue
-            fused[hit.chunk_id] = fused.get(hit.chunk_id, 0.0) + self.dense_weight / (self.rrf_k + rank + 1)
+            dense_ranked.append((hit.chunk_id, hit.similarity))
             found[hit.chunk_id] = {"text": hit.text, "meta": hit.metadata, "dense": hit.similarity}
         snap = lexical.snapshot
-        for rank, (pos, score) in enumerate(sparse_hits):
+        sparse_ranked: list[tuple[str, float]] = []
+        for pos, score in sparse_hits:
             chunk_id, meta = snap.ids[pos], snap.metadatas[pos]
             if hashes.get(str(meta.get("doc_id"))) != meta.get("content_hash"):
                 continue
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + self.bm25_weight / (self.rrf_k + rank + 1)
+            sparse_ranked.append((chunk_id, score))
             entry = found.setdefault(chunk_id, {"text": snap.texts[pos], "meta": meta})
             entry["bm25"] = score
 
+        fused: dict[str, float] = {}
+        for ranked, weight in ((dense_ranked, self.dense_weight), (sparse_ranked, self.bm25_weight)):
+            for chunk_id, contribution in self._contributions(ranked, weight):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + contribution
+
         best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:top_k]
         return [_passage(cid, found[cid], fused[cid]) for cid in best]
+
+    def _contributions(self, ranked: list[tuple[str, float]], weight: float) -> list[tuple[str, float]]:
+        """Each chunk's share of the fused score from one ranked list (best first)."""
+        if self.fusion == "rrf":
+            return [(cid, weight / (self.rrf_k + rank + 1)) for rank, (cid, _) in enumerate(ranked)]
+        if not ranked:
+            return []
+        # Normalise over the first `candidates` only, so asking for a deeper list (top_k > candidates, as the
+        # evaluator does) does not move the scores of the chunks at the top.
+        scores = [score for _, score in ranked[: self.candidates]]
+        lo, hi = min(scores), max(scores)
+        if hi - lo < 1e-9:  # one candidate, or all tied: each is as good as the best
+            return [(cid, weight) for cid, _ in ranked[: len(scores)]]
+        return [(cid, weight * max(score - lo, 0.0) / (hi - lo)) for cid, score in ranked]
 
 
 def _passage(chunk_id: str, entry: dict[str, Any], score: float) -> Passage:

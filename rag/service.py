@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.answer import ExtractiveAnswerer
+from rag.answer import MAX_SENTENCES, ExtractiveAnswerer
 from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K, Settings
 from rag.embedding import DIMENSIONS, SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
@@ -46,6 +46,7 @@ class RAGService:
         embedder: SentenceTransformerEmbedder,
         min_answer_score: float,
         default_top_k: int,
+        max_answer_sentences: int = MAX_SENTENCES,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -56,6 +57,7 @@ class RAGService:
             embed=self.sentence_vectors,
             idf=lambda term: self.retriever.lexical().bm25.idf_of(term),
             min_score=min_answer_score,
+            max_sentences=max_answer_sentences,
         )
 
     @classmethod
@@ -66,6 +68,7 @@ class RAGService:
             embedder=embedder or SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
             min_answer_score=settings.min_answer_score,
             default_top_k=settings.top_k,
+            max_answer_sentences=settings.max_answer_sentences,
         )
 
     def ready(self) -> bool:
