@@ -197,6 +197,7 @@ def score_question(item: ReferenceItem, answer: Answer, ranked: Sequence[str], l
             "quote": c.quote,
             "start": c.start,
             "end": c.end,
+            "score": c.score,
             "gold": citation_is_gold(c.quote, c.doc_id, item),
         }
         for c in answer.citations
