@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("data")
@@ -23,6 +23,9 @@ DEFAULT_CHUNK_OVERLAP = 32
 # Calibrated on data by benchmarks/calibrate_threshold.py (see README, "No-answer threshold").
 DEFAULT_MIN_ANSWER_SCORE = 0.48
 DEFAULT_MAX_ANSWER_SENTENCES = 3
+# A generated answer that takes longer than this falls back to the extractive one.
+DEFAULT_LLM_TIMEOUT_S = 30.0
+DEFAULT_LLM_MAX_TOKENS = 256
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
@@ -46,6 +49,19 @@ class Settings(BaseSettings):
     )
     max_answer_sentences: int = Field(
         DEFAULT_MAX_ANSWER_SENTENCES, ge=1, le=3, description="At most this many sentences in an extractive answer."
+    )
+    llm_base_url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1); unset: extractive answers.",
+    )
+    llm_model: str | None = Field(None, description="Model name sent to the server; required with RAG_LLM_BASE_URL.")
+    llm_api_key: str = Field("not-needed", description="API key sent to the server (local servers ignore it).")
+    llm_timeout_s: float = Field(
+        DEFAULT_LLM_TIMEOUT_S, gt=0, le=600, description="Seconds before a generated answer falls back to extractive."
+    )
+    llm_max_tokens: int = Field(DEFAULT_LLM_MAX_TOKENS, ge=16, le=4096, description="Longest generated answer.")
+    llm_drop_unsupported: bool = Field(
+        False, description="Drop generated sentences the support judge finds unsupported (else flag them)."
     )
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
@@ -79,6 +95,21 @@ class Settings(BaseSettings):
         if value not in {"auto", "fp32", "bf16", "fp16"}:
             raise ValueError("RAG_PRECISION must be one of auto, fp32, bf16, fp16")
         return value
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _llm_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("RAG_LLM_BASE_URL must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _llm_model_given(self) -> Settings:
+        if self.llm_base_url and not self.llm_model:
+            raise ValueError("RAG_LLM_MODEL is required when RAG_LLM_BASE_URL is set (the server's model name)")
+        return self
 
 
 @lru_cache(maxsize=1)

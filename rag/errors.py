@@ -9,7 +9,8 @@ RAGError
  │    ├── DocumentNotFound code=document_not_found
  │    └── ConversationNotFound code=conversation_not_found
  ├── IndexEmpty            code=index_empty
- └── StoreUnavailable      code=store_unavailable
+ ├── StoreUnavailable      code=store_unavailable
+ └── LLMUnavailable        code=llm_unavailable (never reaches a client: a generated answer falls back)
 """
 
 from __future__ import annotations
@@ -59,3 +60,9 @@ class StoreUnavailable(RAGError):
 
 class ConversationNotFound(NotFound):
     code = "conversation_not_found"
+
+
+class LLMUnavailable(RAGError):
+    """The language model server is down, too slow, or answered with something unusable."""
+
+    code = "llm_unavailable"

@@ -7,18 +7,22 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rag.answer import MAX_SENTENCES, ExtractiveAnswerer
+from rag.answer import MAX_SENTENCES, Extract, ExtractiveAnswerer
 from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K, Settings
 from rag.embedding import DIMENSIONS, SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
 from rag.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
+from rag.generate import Generated, GeneratedAnswerer
+from rag.judge import SupportJudge
+from rag.llm import OpenAIChatLLM
 from rag.retrieve import HybridRetriever
 from rag.store import ChromaStore
-from rag.types import Answer, DocumentInfo
+from rag.types import Answer, DocumentInfo, Passage
 
 # 20k sentences x 384 float32 = 30 MB.
 SENTENCE_CACHE_ITEMS = 20_000
@@ -47,6 +51,8 @@ class RAGService:
         min_answer_score: float,
         default_top_k: int,
         max_answer_sentences: int = MAX_SENTENCES,
+        llm: OpenAIChatLLM | None = None,
+        drop_unsupported: bool = False,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -59,6 +65,15 @@ class RAGService:
             min_score=min_answer_score,
             max_sentences=max_answer_sentences,
         )
+        # None: extractive answers only. Otherwise the model writes the answer and the extractive one is the fallback.
+        # The judge shares the sentence cache: the passages' sentences were just embedded by the extractive answer.
+        self.generator = (
+            GeneratedAnswerer(
+                llm=llm, judge=SupportJudge(embed=self.sentence_vectors), drop_unsupported=drop_unsupported
+            )
+            if llm is not None
+            else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None) -> RAGService:
@@ -69,6 +84,8 @@ class RAGService:
             min_answer_score=settings.min_answer_score,
             default_top_k=settings.top_k,
             max_answer_sentences=settings.max_answer_sentences,
+            llm=build_llm(settings),
+            drop_unsupported=settings.llm_drop_unsupported,
         )
 
     def ready(self) -> bool:
@@ -77,6 +94,42 @@ class RAGService:
 
     def ask(self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()) -> Answer:
         """Answer ``question`` from the index, citing the sentences used; ``context`` is the chat so far."""
+        prepared = self._prepare(question, top_k, context)
+        if self.generator is None or prepared.extract.no_answer:
+            return prepared.answer(_extractive(prepared.extract))
+        t0 = time.perf_counter()
+        generated = self.generator.answer(
+            prepared.query or prepared.question, prepared.passages, fallback=prepared.extract
+        )
+        prepared.timings["generate"] = _ms(time.perf_counter() - t0)
+        return prepared.answer(generated)
+
+    def ask_stream(
+        self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()
+    ) -> Iterator[str | Answer]:
+        """Answer ``question`` as a stream: text deltas, then the final Answer (always last, exactly once).
+
+        Validation and retrieval happen before this returns, so bad input and an empty index raise here, not
+        mid-stream. A generated answer streams each sentence once it is judged, so the deltas concatenate to the
+        final ``Answer.answer``; if the model fails before its first sentence, the extractive answer streams instead.
+        """
+        prepared = self._prepare(question, top_k, context)
+        if self.generator is None or prepared.extract.no_answer:
+            return _replay(prepared.answer(_extractive(prepared.extract)))
+        return self._stream_generated(prepared, self.generator)
+
+    def _stream_generated(self, prepared: _Prepared, generator: GeneratedAnswerer) -> Iterator[str | Answer]:
+        t0 = time.perf_counter()
+        for event in generator.stream(
+            prepared.query or prepared.question, prepared.passages, fallback=prepared.extract
+        ):
+            if isinstance(event, Generated):
+                prepared.timings["generate"] = _ms(time.perf_counter() - t0)
+                yield prepared.answer(event)
+            else:
+                yield event
+
+    def _prepare(self, question: str, top_k: int | None, context: Sequence[PriorTurn]) -> _Prepared:
         question = validate_question(question)
         top_k = top_k or self.default_top_k
         if not 1 <= top_k <= MAX_TOP_K:
@@ -96,31 +149,19 @@ class RAGService:
         t1 = time.perf_counter()
         passages = self.retriever.retrieve(resolved.text, top_k=top_k, query_embedding=retrieval_emb)
         t2 = time.perf_counter()
+        # The extractive answer is computed even when a model will write the answer: its evidence score gates a
+        # refusal (calibrated, and no model call for off-topic questions) and it is the fallback.
         extract = self.answerer.answer(resolved.text, passages, q_emb)
         t3 = time.perf_counter()
-        timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2), total=_ms(t3 - t0))
-        return Answer(
+        timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2))
+        return _Prepared(
             question=question,
             query=resolved.text if resolved.followup else None,
-            answer=extract.answer,
-            no_answer=extract.no_answer,
-            citations=extract.citations,
             passages=passages,
-            mode="extractive",
-            timings_ms=timings,
+            extract=extract,
+            timings=timings,
+            t0=t0,
         )
-
-    def ask_stream(
-        self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()
-    ) -> Iterator[str | Answer]:
-        """Answer ``question`` as a stream: text deltas, then the final Answer (always last, exactly once).
-
-        Validation and retrieval happen before this returns, so bad input and an empty index raise here, not
-        mid-stream. The deltas of the extractive answer concatenate to ``Answer.answer``; a generated answer may
-        stream its text as the model writes it, and its final Answer (checked citations) is the authoritative one.
-        """
-        answer = self.ask(question, top_k=top_k, context=context)
-        return _replay(answer)
 
     def list_documents(self) -> list[DocumentInfo]:
         return self.store.list_documents()
@@ -169,6 +210,51 @@ class EmbeddingCache:
 def open_store(settings: Settings) -> ChromaStore:
     """The store described by the settings (embedded under data_dir)."""
     return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=settings.collection)
+
+
+def build_llm(settings: Settings) -> OpenAIChatLLM | None:
+    """The model server the settings describe, or None when none is configured (extractive answers)."""
+    if not settings.llm_base_url or not settings.llm_model:
+        return None
+    return OpenAIChatLLM(
+        base_url=settings.llm_base_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        timeout_s=settings.llm_timeout_s,
+        max_tokens=settings.llm_max_tokens,
+    )
+
+
+@dataclass
+class _Prepared:
+    """A validated question with its passages and the extractive answer (the gate and the fallback)."""
+
+    question: str
+    query: str | None
+    passages: list[Passage]
+    extract: Extract
+    timings: dict[str, float]
+    t0: float
+
+    def answer(self, result: Generated) -> Answer:
+        self.timings["total"] = _ms(time.perf_counter() - self.t0)
+        return Answer(
+            question=self.question,
+            query=self.query,
+            answer=result.answer,
+            no_answer=result.no_answer,
+            citations=result.citations,
+            passages=self.passages,
+            mode=result.mode,
+            warnings=result.warnings,
+            sentences=result.sentences,
+            supported_share=result.supported_share,
+            timings_ms=self.timings,
+        )
+
+
+def _extractive(extract: Extract) -> Generated:
+    return Generated(answer=extract.answer, no_answer=extract.no_answer, citations=extract.citations, mode="extractive")
 
 
 _DELTA = re.compile(r"\S+(?:\s+\S+){0,3}\s*")

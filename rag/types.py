@@ -74,6 +74,15 @@ class Citation(BaseModel):
     supported: bool | None = Field(None, description="Support verdict when citations are checked, else null.")
 
 
+class SentenceVerdict(BaseModel):
+    """One sentence of a generated answer with the support judge's verdict on the passages it cites."""
+
+    text: str = Field(description="The sentence as it reads in the answer, without its markers.")
+    citations: list[int] = Field(default_factory=list, description="The markers [n] it carries.")
+    supported: bool = Field(description="True when at least one cited quote supports it.")
+    score: float = Field(description="The judge's best support probability among its citations (0 if uncited).")
+
+
 class Answer(BaseModel):
     """The one answer type every interface returns."""
 
@@ -86,5 +95,13 @@ class Answer(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
     passages: list[Passage] = Field(default_factory=list, description="The retrieved chunks, best first.")
     mode: str = Field("extractive", description="'extractive' or 'generated'.")
-    warnings: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list, description="What went differently, e.g. a fallback from the language model."
+    )
+    sentences: list[SentenceVerdict] = Field(
+        default_factory=list, description="Generated answers: each sentence with its support verdict; else empty."
+    )
+    supported_share: float | None = Field(
+        None, description="Generated answers: share of the model's sentences the judge found supported; else null."
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage.")
