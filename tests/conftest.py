@@ -113,3 +113,12 @@ def seeded_server(seeded_settings: Settings, embedder: SentenceTransformerEmbedd
 
     with LiveServer(create_app(seeded_settings, embedder=embedder)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M, once per session; yields its base URL."""
+    from tests.llm_servers import LlamaServer
+
+    with LlamaServer(tmp_path_factory.mktemp("llm") / "server.log") as server:
+        yield server.base_url

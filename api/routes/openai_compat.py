@@ -2,7 +2,8 @@
 
 Stateless: the message list is the conversation. The answer text carries the [n] markers; the citations travel
 machine-readably beside it: on ``choices[0].message.citations`` (plain) and on the final chunk's
-``choices[0].delta.citations`` (stream), with ``no_answer`` next to them. Errors keep the service's one error
+``choices[0].delta.citations`` (stream), with ``no_answer``, ``mode``, ``warnings``, ``sentences`` (the support
+verdicts of a generated answer) and ``supported_share`` next to them. Errors keep the service's one error
 body ({"detail": {"code", "message"}}); OpenAI clients raise their usual status-based exceptions on it.
 """
 
@@ -26,7 +27,7 @@ from rag.config import MAX_TOP_K
 from rag.conversation import split_messages
 from rag.errors import RAGError
 from rag.service import RAGService
-from rag.types import Answer, Citation
+from rag.types import Answer, Citation, SentenceVerdict
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -64,6 +65,12 @@ class AssistantMessage(BaseModel):
     content: str = Field(description="The answer text with its [n] markers.")
     citations: list[Citation] = Field(description="What each marker [n] cites (doc_id, source, quote, offsets).")
     no_answer: bool = Field(description="True when the documents do not answer the question.")
+    mode: str = Field("extractive", description="'generated' (a language model wrote it) or 'extractive'.")
+    warnings: list[str] = Field(default_factory=list, description="E.g. a fallback from the language model.")
+    sentences: list[SentenceVerdict] = Field(
+        default_factory=list, description="Generated answers: each sentence's support verdict."
+    )
+    supported_share: float | None = Field(None, description="Generated answers: share of supported sentences.")
 
 
 class CompletionChoice(BaseModel):
@@ -117,17 +124,24 @@ async def chat_completions(body: ChatCompletionRequest, service: RAGService = De
             id=completion_id,
             created=created,
             model=model,
-            choices=[
-                CompletionChoice(
-                    message=AssistantMessage(
-                        content=answer.answer, citations=answer.citations, no_answer=answer.no_answer
-                    )
-                )
-            ],
+            choices=[CompletionChoice(message=_message(answer))],
         )
     events = await run_in_threadpool(service.ask_stream, question, top_k=body.top_k, context=history)
     chunks = _chunks(events, completion_id=completion_id, created=created, model=model)
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _message(answer: Answer) -> AssistantMessage:
+    """The answer text with what travels beside it: citations and, for generated answers, their checks."""
+    return AssistantMessage(
+        content=answer.answer,
+        citations=answer.citations,
+        no_answer=answer.no_answer,
+        mode=answer.mode,
+        warnings=answer.warnings,
+        sentences=answer.sentences,
+        supported_share=answer.supported_share,
+    )
 
 
 def _chunks(events: Iterator[str | Answer], *, completion_id: str, created: int, model: str) -> Iterator[str]:
@@ -145,8 +159,8 @@ def _chunks(events: Iterator[str | Answer], *, completion_id: str, created: int,
     try:
         for event in events:
             if isinstance(event, Answer):
-                citations = [c.model_dump() for c in event.citations]
-                yield chunk({"citations": citations, "no_answer": event.no_answer}, finish_reason="stop")
+                extra = _message(event).model_dump(exclude={"role", "content"})
+                yield chunk(extra, finish_reason="stop")
             else:
                 yield chunk({"content": event})
     except RAGError as exc:

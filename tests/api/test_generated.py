@@ -1,0 +1,98 @@
+"""Generated answers over HTTP: /ask, /chat (streamed) and /v1/chat/completions (streamed, with the openai client),
+with the service pointed at a real llama-cpp-python server, and at nothing at all (the fallback)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from api.app import create_app
+from rag.config import Settings
+from tests.conftest import SEED_DOC_ID, LiveServer, free_port, make_settings
+
+VRAEM = "Why did the VRAEM faction attack in February?"
+
+
+@pytest.fixture(scope="module")
+def generated_server(seeded_settings: Settings, embedder, llm_server: str) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        seeded_settings.data_dir,
+        top_k=2,
+        llm_base_url=llm_server,
+        llm_model="smollm2",
+        llm_timeout_s=300,
+        llm_max_tokens=64,
+    )
+    with LiveServer(create_app(settings, embedder=embedder)) as server:
+        yield server
+
+
+def _document_text(server: LiveServer) -> str:
+    return str(httpx.get(f"{server.url}/documents/{SEED_DOC_ID}").json()["text"])
+
+
+def _assert_checked(body: dict, text: str) -> None:  # type: ignore[type-arg]
+    assert body["mode"] == "generated", body["warnings"]
+    numbers = [c["n"] for c in body["citations"]]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert list(dict.fromkeys(int(m) for m in re.findall(r"\[(\d+)\]", body["answer"]))) == numbers
+    for c in body["citations"]:
+        assert text[c["start"] : c["end"]] == c["quote"]
+        assert isinstance(c["supported"], bool)
+    assert body["sentences"] and all(isinstance(s["supported"], bool) for s in body["sentences"])
+    assert 0.0 <= body["supported_share"] <= 1.0
+
+
+def test_generated_ask_over_http_returns_checked_citations(generated_server: LiveServer) -> None:
+    response = httpx.post(f"{generated_server.url}/ask", json={"question": VRAEM}, timeout=600)
+    assert response.status_code == 200
+    _assert_checked(response.json(), _document_text(generated_server))
+
+
+def test_generated_chat_streams_judged_sentences(generated_server: LiveServer) -> None:
+    with httpx.stream(
+        "POST", f"{generated_server.url}/chat", json={"message": VRAEM, "stream": True}, timeout=600
+    ) as response:
+        assert response.status_code == 200
+        response.read()
+    events = []
+    for block in response.text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if lines:
+            events.append((lines["event"], json.loads(lines["data"])))
+    names = [name for name, _ in events]
+    assert names[0] == "start" and names[-1] == "answer" and "delta" in names
+    answer = events[-1][1]
+    assert "".join(data["text"] for name, data in events if name == "delta") == answer["answer"]
+    _assert_checked(answer, _document_text(generated_server))
+
+
+def test_generated_openai_stream_carries_text_and_verdicts(generated_server: LiveServer) -> None:
+    client = openai.OpenAI(base_url=f"{generated_server.url}/v1", api_key="unused", max_retries=0, timeout=600)
+    chunks = list(client.chat.completions.create(model="x", messages=[{"role": "user", "content": VRAEM}], stream=True))
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    final = chunks[-1].choices[0]
+    assert final.finish_reason == "stop"
+    extra = dict(final.delta.model_extra or {})
+    _assert_checked({**extra, "answer": text}, _document_text(generated_server))
+
+
+def test_generated_ask_with_model_down_is_200_extractive_with_warning(seeded_settings: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        seeded_settings.data_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1", llm_model="any"
+    )
+    with LiveServer(create_app(settings, embedder=embedder)) as server:
+        response = httpx.post(f"{server.url}/ask", json={"question": VRAEM}, timeout=120)
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        completion = client.chat.completions.create(model="x", messages=[{"role": "user", "content": VRAEM}])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["mode"] == "extractive" and body["citations"] and body["warnings"]
+    assert body["sentences"] == [] and body["supported_share"] is None
+    extra = completion.choices[0].message.model_extra or {}
+    assert extra["mode"] == "extractive" and extra["warnings"]
