@@ -99,8 +99,13 @@ def _ask(settings, question: str, *, top_k: int | None, as_json: bool) -> int:  
     if answer.citations:
         print()
         for c in answer.citations:
-            print(f"[{c.n}] {c.source} (chars {c.start}-{c.end})")
+            verdict = "" if c.supported is None else ", supported" if c.supported else ", NOT supported"
+            print(f"[{c.n}] {c.source} (chars {c.start}-{c.end}{verdict})")
             print(f"    \u201c{c.quote}\u201d")
+    if answer.mode == "generated" and answer.supported_share is not None:
+        print(f"\ngenerated; {answer.supported_share:.0%} of the model's sentences supported by their citations")
+    for warning in answer.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
