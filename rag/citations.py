@@ -86,6 +86,7 @@ class CheckedSentence:
     quotes: list[tuple[str, int, int]]
     supported: bool
     score: float
+    attributed: bool = False
 
 
 class CitationChecker:
@@ -145,7 +146,11 @@ class CitationChecker:
                 self._numbers[key] = len(self._numbers) + 1
             marks.append(self._numbers[key])
         verdict = SentenceVerdict(
-            text=sentence.text, citations=marks, supported=sentence.supported, score=sentence.score
+            text=sentence.text,
+            citations=marks,
+            supported=sentence.supported,
+            score=sentence.score,
+            attributed=sentence.attributed,
         )
         return render_sentence(sentence.text, marks), verdict
 

@@ -209,6 +209,7 @@ class _Run:
         self.supported = 0
         self.dropped = 0
         self.echoed = 0
+        self.attributed = 0
         self.out_of_range: list[int] = []
         self.refused = False
         self.finished = False
@@ -237,7 +238,11 @@ class _Run:
                 self.finished = True
 
     def _judge(self, sentence: GeneratedSentence) -> Iterator[str]:
+        attributed = False
+        if not sentence.markers and not sentence.out_of_range:
+            attributed = self._attribute(sentence)
         checked = self.checker.check(sentence, self.passages)
+        checked.attributed = attributed
         self.judged += 1
         if self._echoes_instruction(checked):
             self.echoed += 1
@@ -258,6 +263,20 @@ class _Run:
             self.verdicts.append(verdict)
         self.pending = []
 
+    def _attribute(self, sentence: GeneratedSentence) -> bool:
+        """Give an unmarked sentence the passage that supports it best, if the judge finds one that does.
+
+        Small models often answer from the passages but forget the markers; the judge can still confirm where the
+        sentence comes from. Its verdict says so (``attributed``), and a sentence no passage supports stays uncited.
+        """
+        evidence = self.answerer.judge.best_evidence(sentence.text, [p.text for p in self.passages])
+        scored = [(e.probability, n) for n, e in enumerate(evidence, start=1) if e is not None and e.supported]
+        if not scored:
+            return False
+        sentence.markers = [max(scored)[1]]
+        self.attributed += 1
+        return True
+
     def _echoes_instruction(self, checked: CheckedSentence) -> bool:
         """A sentence that repeats an instruction found in a document is never part of an answer."""
         if not self.instructions:
@@ -272,13 +291,18 @@ class _Run:
             return "the language model only repeated instructions found in a document"
         if self.dropped:
             return "the support judge found none of the language model's sentences supported"
-        return "the language model's answer cited none of the passages"
+        return "the language model's answer cited no passage and the support judge found none that supports it"
 
     def result(self) -> Generated:
         warnings = list(self.warnings)
         if self.out_of_range:
             numbers = ", ".join(f"[{n}]" for n in self.out_of_range)
             warnings.append(f"removed citation marker(s) {numbers}: only {len(self.passages)} passages were given")
+        if self.attributed:
+            warnings.append(
+                f"{self.attributed} sentence(s) came without a citation marker; each was given the passage the support"
+                " judge found supporting it (attributed: true)"
+            )
         if self.echoed:
             warnings.append(f"dropped {self.echoed} sentence(s) that repeated instructions found in a document")
         if self.dropped:

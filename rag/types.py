@@ -81,6 +81,9 @@ class SentenceVerdict(BaseModel):
     citations: list[int] = Field(default_factory=list, description="The markers [n] it carries.")
     supported: bool = Field(description="True when at least one cited quote supports it.")
     score: float = Field(description="The judge's best support probability among its citations (0 if uncited).")
+    attributed: bool = Field(
+        False, description="The model wrote no marker; the checker cited the passage the judge found supporting it."
+    )
 
 
 class Answer(BaseModel):

@@ -127,7 +127,7 @@ def test_generate_off_topic_question_is_refused_without_calling_the_model(
     ("reply", "warning"),
     [
         ("", "no answer text"),
-        ("@@@ ### lorem ipsum dolor sit amet", "cited none of the passages"),
+        ("@@@ ### lorem ipsum dolor sit amet", "cited no passage"),
     ],
 )
 def test_generate_garbage_reply_falls_back_to_extractive(
@@ -231,3 +231,19 @@ def test_generate_settings_require_a_model_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="http"):
         make_settings(tmp_path, llm_base_url="127.0.0.1:9", llm_model="m")
     assert make_settings(tmp_path).llm_base_url is None
+
+
+def test_generate_unmarked_sentence_is_attributed_to_the_passage_that_supports_it(
+    seeded_settings: Settings, embedder: SentenceTransformerEmbedder
+) -> None:
+    reply = "The attacks were a desperate reaction to anti-narcotics efforts in the region. Penguins eat krill."
+    with ScriptedServer(reply) as scripted:
+        service = _service(seeded_settings, embedder, llm_base_url=scripted.base_url, llm_model="any")
+        answer = service.ask(VRAEM)
+    assert answer.mode == "generated", answer.warnings
+    _assert_checked(answer, service)
+    first, second = answer.sentences
+    assert first.attributed and first.supported and first.citations == [1]
+    assert "desperate reaction" in answer.citations[0].quote
+    assert not second.attributed and not second.supported and not second.citations
+    assert any("without a citation marker" in w for w in answer.warnings), answer.warnings
