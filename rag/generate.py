@@ -19,7 +19,7 @@ from rag.citations import CheckedSentence, CitationChecker, GeneratedSentence, s
 from rag.errors import LLMUnavailable
 from rag.judge import SupportJudge
 from rag.llm import Message, OpenAIChatLLM
-from rag.text import sentence_spans
+from rag.text import sentence_spans, text_deltas
 from rag.types import Citation, Passage, SentenceVerdict
 
 SYSTEM_PROMPT = """You answer questions using only the numbered passages between <<<DOCUMENTS>>> and <<<END>>>.
@@ -179,7 +179,7 @@ class GeneratedAnswerer:
 
 
 def _fallback(extract: Extract, warning: str, earlier: list[str]) -> Iterator[str | Generated]:
-    yield extract.answer
+    yield from text_deltas(extract.answer)
     yield Generated(
         answer=extract.answer,
         no_answer=extract.no_answer,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from rag.judge import SupportJudge
 from rag.llm import OpenAIChatLLM
 from rag.retrieve import HybridRetriever
 from rag.store import ChromaStore
+from rag.text import text_deltas
 from rag.types import Answer, DocumentInfo, Passage
 
 # 20k sentences x 384 float32 = 30 MB.
@@ -255,18 +255,6 @@ class _Prepared:
 
 def _extractive(extract: Extract) -> Generated:
     return Generated(answer=extract.answer, no_answer=extract.no_answer, citations=extract.citations, mode="extractive")
-
-
-_DELTA = re.compile(r"\S+(?:\s+\S+){0,3}\s*")
-
-
-def text_deltas(text: str) -> list[str]:
-    """Split an answer into word groups (about four words each) whose concatenation is ``text`` exactly."""
-    lead = text[: len(text) - len(text.lstrip())]
-    parts = _DELTA.findall(text)
-    if parts and lead:
-        parts[0] = lead + parts[0]
-    return parts or ([text] if text else [])
 
 
 def _replay(answer: Answer) -> Iterator[str | Answer]:

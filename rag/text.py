@@ -105,3 +105,15 @@ def terms(text: str) -> list[str]:
     """Stemmed content terms (stop words removed): the vocabulary of BM25 and lexical overlap."""
     tokens = [w for w in words(text) if w not in STOPWORDS]
     return list(_stemmer().stemWords(tokens)) if tokens else []
+
+
+_DELTA = re.compile(r"\S+(?:\s+\S+){0,3}\s*")
+
+
+def text_deltas(text: str) -> list[str]:
+    """Split an answer into word groups (about four words each) whose concatenation is ``text`` exactly."""
+    lead = text[: len(text) - len(text.lstrip())]
+    parts = _DELTA.findall(text)
+    if parts and lead:
+        parts[0] = lead + parts[0]
+    return parts or ([text] if text else [])
