@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -22,6 +23,8 @@ from rag.types import Answer, DocumentInfo
 
 # 20k sentences x 384 float32 = 30 MB.
 SENTENCE_CACHE_ITEMS = 20_000
+
+log = logging.getLogger(__name__)
 
 
 def validate_question(question: str) -> str:
@@ -53,6 +56,8 @@ class RAGService:
         self.default_top_k = default_top_k
         self.retriever = HybridRetriever(store=store, embedder=embedder)
         self.sentence_vectors = EmbeddingCache(embedder.embed)
+        # Called with every answer produced (metrics at the edge); an observer's failure never fails an answer.
+        self.observers: list[Callable[[Answer], None]] = []
         self.answerer = ExtractiveAnswerer(
             embed=self.sentence_vectors,
             idf=lambda term: self.retriever.lexical().bm25.idf_of(term),
@@ -61,10 +66,12 @@ class RAGService:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None) -> RAGService:
-        """Build the store, model and retrievers described by ``settings``."""
+    def from_settings(
+        cls, settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None, tenant: str | None = None
+    ) -> RAGService:
+        """Build the store, model and retrievers described by ``settings`` (for one tenant's collection)."""
         return cls(
-            store=open_store(settings),
+            store=open_store(settings, tenant=tenant),
             embedder=embedder or SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
             min_answer_score=settings.min_answer_score,
             default_top_k=settings.top_k,
@@ -99,7 +106,7 @@ class RAGService:
         extract = self.answerer.answer(resolved.text, passages, q_emb)
         t3 = time.perf_counter()
         timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2), total=_ms(t3 - t0))
-        return Answer(
+        answer = Answer(
             question=question,
             query=resolved.text if resolved.followup else None,
             answer=extract.answer,
@@ -109,6 +116,16 @@ class RAGService:
             mode="extractive",
             timings_ms=timings,
         )
+        self.observe(answer)
+        return answer
+
+    def observe(self, answer: Answer) -> None:
+        """Tell the observers about an answer (routes that build answers another way call this too)."""
+        for observer in self.observers:
+            try:
+                observer(answer)
+            except Exception:
+                log.exception("answer observer failed")
 
     def ask_stream(
         self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()
@@ -130,6 +147,11 @@ class RAGService:
         if info is None:
             raise DocumentNotFound(f"no document with id {doc_id!r}: GET /documents lists the indexed ones")
         return info
+
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document and its chunks; DocumentNotFound if there is none."""
+        if not self.store.delete_document(doc_id):
+            raise DocumentNotFound(f"no document with id {doc_id!r}: GET /documents lists the indexed ones")
 
 
 class EmbeddingCache:
@@ -166,9 +188,12 @@ class EmbeddingCache:
         return np.stack([found[t] for t in texts])
 
 
-def open_store(settings: Settings) -> ChromaStore:
-    """The store described by the settings (embedded under data_dir)."""
-    return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=settings.collection)
+def open_store(settings: Settings, *, tenant: str | None = None) -> ChromaStore:
+    """The store of one tenant's collection: on the Chroma server if RAG_CHROMA_URL is set, else embedded."""
+    collection = settings.collection_for(tenant)
+    if settings.chroma_url:
+        return ChromaStore(url=settings.chroma_url, collection=collection)
+    return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=collection)
 
 
 _DELTA = re.compile(r"\S+(?:\s+\S+){0,3}\s*")
