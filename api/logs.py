@@ -17,7 +17,8 @@ class RequestIdFilter(logging.Filter):
     """Stamp every record with the current request id (None outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
         return True
 
 

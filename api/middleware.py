@@ -70,6 +70,7 @@ class EdgeMiddleware:
                 status,
                 seconds * 1000,
                 extra={
+                    "request_id": request_id,
                     "fields": {
                         "event": "request",
                         "method": method,

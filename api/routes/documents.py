@@ -25,7 +25,7 @@ from api.schemas import (
 )
 from api.tenancy import Tenant
 from index.loaders import SUPPORTED, LoadError, text_from_bytes
-from rag.errors import InvalidInput, UnsupportedFile
+from rag.errors import InvalidInput
 from rag.service import RAGService
 from rag.text import content_hash, normalize_text
 from rag.types import Document
@@ -114,7 +114,7 @@ async def _document_from_upload(request: Request, tenant: Tenant) -> Document:
         name = Path(upload.filename or "").name
         suffix = Path(name).suffix.lower()
         if suffix not in SUPPORTED:
-            raise UnsupportedFile(
+            raise unsupported_media_type(
                 f"unsupported file type {suffix or '(no extension)'}: send one of {', '.join(sorted(SUPPORTED))}"
             )
         data = await upload.read()
