@@ -35,6 +35,7 @@ router = APIRouter(tags=["documents"])
 _UPLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["file"],
+    "additionalProperties": False,
     "properties": {
         "file": {"type": "string", "format": "binary", "description": f"One file: {', '.join(sorted(SUPPORTED))}"},
         "doc_id": {"type": "string", "description": "Its id; defaults to the file's name."},
