@@ -100,7 +100,9 @@ def test_add_document_bad_input_gets_one_error_model(client: TestClient, kwargs:
 
 
 def test_oversized_body_refused_by_content_length_before_reading(client: TestClient) -> None:
-    response = client.post("/ask", content=b"{" + b" " * (65 * 1024) + b"}", headers={"content-type": "application/json"})
+    response = client.post(
+        "/ask", content=b"{" + b" " * (65 * 1024) + b"}", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["detail"]["code"] == "payload_too_large"
 

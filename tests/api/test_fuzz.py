@@ -70,5 +70,3 @@ def test_fuzz_covers_every_route(fuzz_server: LiveServer) -> None:
 
     paths = set(httpx.get(f"{fuzz_server.url}/openapi.json").json()["paths"])
     assert {"/ask", "/documents", "/documents/{doc_id}", "/health", "/ready", "/metrics"} <= paths
-
-

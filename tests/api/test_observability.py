@@ -36,7 +36,10 @@ def test_metrics_count_requests_ingestion_and_answers(tmp_path: Path, embedder) 
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     s = _samples(response.text)
     assert s[("rag_http_requests_total", (("method", "POST"), ("route", "/ask"), ("status", "200")))] == 2
-    assert s[("rag_http_requests_total", (("method", "GET"), ("route", "/documents/{doc_id:path}"), ("status", "404")))] == 1
+    assert (
+        s[("rag_http_requests_total", (("method", "GET"), ("route", "/documents/{doc_id:path}"), ("status", "404")))]
+        == 1
+    )
     assert s[("rag_http_request_duration_seconds_count", (("method", "POST"), ("route", "/ask")))] == 2
     assert s[("rag_documents_ingested_total", (("result", "added"), ("tenant", "local")))] == 1
     assert s[("rag_documents_ingested_total", (("result", "unchanged"), ("tenant", "local")))] == 1
@@ -59,7 +62,9 @@ def test_request_id_is_returned_and_a_valid_one_is_kept(tmp_path: Path, embedder
 
 
 def test_access_log_is_json_with_request_id(
-    tmp_path: Path, embedder, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    embedder,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
 ) -> None:
     caplog.set_level(logging.INFO, logger="api.access")
     with TestClient(create_app(make_settings(tmp_path / "data"), embedder=embedder)) as client:

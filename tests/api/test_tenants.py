@@ -64,8 +64,13 @@ def test_tenants_are_isolated_through_every_route(client: TestClient) -> None:
     assert client.get("/documents/plan", headers=B).status_code == 404
     assert client.get("/documents/other", headers=A).status_code == 404
     # ask and cite: B asking about A's secret gets only B's passages, never A's text
-    for headers, own, foreign, foreign_secret in ((A, "plan", "walrus", "midnight"), (B, "other", "pelican", "sunrise")):
-        body = client.post("/ask", headers=headers, json={"question": f"what is the {foreign} launch code?", "top_k": 50})
+    for headers, own, foreign, foreign_secret in (
+        (A, "plan", "walrus", "midnight"),
+        (B, "other", "pelican", "sunrise"),
+    ):
+        body = client.post(
+            "/ask", headers=headers, json={"question": f"what is the {foreign} launch code?", "top_k": 50}
+        )
         assert body.status_code == 200
         assert {p["doc_id"] for p in body.json()["passages"]} == {own}
         assert {c["doc_id"] for c in body.json()["citations"]} <= {own}
@@ -105,7 +110,9 @@ def test_rate_limit_per_key_returns_429_with_retry_after(tmp_path: Path, embedde
 
 
 def test_keys_are_kept_hashed_and_never_logged(
-    tmp_path: Path, embedder, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    embedder,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
 ) -> None:
     settings = make_settings(tmp_path / "data", api_keys=f"acme:{KEY_A}")
     assert KEY_A not in repr(settings) and KEY_A not in str(settings.model_dump())
