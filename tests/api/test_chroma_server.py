@@ -125,6 +125,7 @@ def replicas(tmp_path: Path, chroma_url: str) -> Iterator[tuple[ApiProcess, ApiP
         two.stop()
 
 
+@pytest.mark.slow
 def test_two_replicas_on_one_chroma_server_serve_the_same_index(replicas: tuple[ApiProcess, ApiProcess]) -> None:
     one, two = replicas
     # Warm both BM25 sides on an index that does not yet hold the document.
