@@ -153,3 +153,40 @@ def test_replace_document_no_query_sees_a_mix_of_versions(client: TestClient) ->
     assert not mixes, mixes
     final = client.post("/ask", json={"question": "zeta valve turned clockwise", "top_k": 50}).json()
     assert {p["text"].split("Version ")[1].split(" ")[0] for p in final["passages"]} == {"3"}
+
+
+def test_replace_document_mid_write_state_shows_only_the_old_version(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Freeze a replacement after its new chunks are written but before its record switches: a query then."""
+    from rag.store import ChromaStore
+
+    client.post("/documents", json={"doc_id": "zeta", "text": _version(1)})
+    reached, proceed = threading.Event(), threading.Event()
+    real_docs = ChromaStore._docs
+
+    class PausingDocs:
+        def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+            self.inner = inner
+
+        def upsert(self, **kwargs):  # type: ignore[no-untyped-def]
+            reached.set()
+            assert proceed.wait(60)
+            return self.inner.upsert(**kwargs)
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(ChromaStore, "_docs", property(lambda self: PausingDocs(real_docs.fget(self))))  # type: ignore[attr-defined]
+    writer = threading.Thread(target=lambda: client.post("/documents", json={"doc_id": "zeta", "text": _version(2)}))
+    writer.start()
+    try:
+        assert reached.wait(60)
+        body = client.post("/ask", json={"question": "how many times must the zeta valve be turned?", "top_k": 20})
+        versions = {p["text"].split("Version ")[1].split(" ")[0] for p in body.json()["passages"]}
+    finally:
+        proceed.set()
+        writer.join(timeout=60)
+    assert versions == {"1"}, "the new chunks showed before the record switched"
+    final = client.post("/ask", json={"question": "zeta valve turned clockwise", "top_k": 50}).json()
+    assert {p["text"].split("Version ")[1].split(" ")[0] for p in final["passages"]} == {"2"}
