@@ -46,7 +46,15 @@ def _chat_body(schema: dict, question: str) -> dict | None:  # type: ignore[type
     return {"message": question}
 
 
-def run(url: str, *, clients: int = 8, seconds: float = 30.0, key: str | None = None, seed: int = 0) -> dict:  # type: ignore[type-arg]
+def run(  # type: ignore[type-arg]
+    url: str,
+    *,
+    clients: int = 8,
+    seconds: float = 30.0,
+    key: str | None = None,
+    seed: int = 0,
+    mix: dict[str, float] | None = None,
+) -> dict:
     """Drive ``clients`` concurrent clients for ``seconds``; return counts, errors and latency percentiles."""
     if urlparse(url).hostname not in LOOPBACK:
         raise ValueError("load runs only against a server on this machine (a loopback URL)")
@@ -54,8 +62,9 @@ def run(url: str, *, clients: int = 8, seconds: float = 30.0, key: str | None = 
     schema = httpx.get(f"{url}/openapi.json", headers=headers, timeout=30).json()
     questions = _questions()
     has_chat = _chat_body(schema, "x") is not None
-    kinds = [k for k in MIX if k != "chat" or has_chat]
-    weights = [MIX[k] for k in kinds]
+    mix = mix or MIX
+    kinds = [k for k in mix if mix[k] > 0 and (k != "chat" or has_chat)]
+    weights = [mix[k] for k in kinds]
     latencies: dict[str, list[float]] = {k: [] for k in kinds}
     errors: list[str] = []
     lock = threading.Lock()
@@ -161,14 +170,20 @@ def main() -> int:
     parser.add_argument("--chroma-url", help="with no --url: serve from this Chroma server instead of embedded")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--mix", default=",".join(f"{k}={v}" for k, v in MIX.items()), help="weights, e.g. ask=1 for questions only"
+    )
     args = parser.parse_args()
+    mix = {k: float(v) for k, v in (item.split("=") for item in args.mix.split(","))}
+    if set(mix) - set(MIX):
+        parser.error(f"--mix kinds are {', '.join(MIX)}")
     if args.url:
-        result = run(args.url, clients=args.clients, seconds=args.seconds, key=args.key)
+        result = run(args.url, clients=args.clients, seconds=args.seconds, key=args.key, mix=mix)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             server, url = _own_server(Path(tmp), args.chroma_url)
             try:
-                result = run(url, clients=args.clients, seconds=args.seconds)
+                result = run(url, clients=args.clients, seconds=args.seconds, mix=mix)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
