@@ -37,12 +37,9 @@ def _questions() -> list[str]:
 
 
 def _chat_body(schema: dict, question: str) -> dict | None:  # type: ignore[type-arg]
-    """A /chat request body fitting the server's own schema, or None if it has no /chat."""
+    """A /chat request body (a new conversation each time), or None if the server has no /chat."""
     if "/chat" not in schema.get("paths", {}):
         return None
-    props = json.dumps(schema["paths"]["/chat"])
-    if "messages" in props:
-        return {"messages": [{"role": "user", "content": question}]}
     return {"message": question}
 
 

@@ -85,6 +85,22 @@ def test_tenants_are_isolated_through_every_route(client: TestClient) -> None:
     # ready counts the caller's own index
     assert client.get("/ready", headers=A).json()["documents"] == 1
     assert client.get("/ready", headers=B).json()["documents"] == 1
+    # chat, conversations and the OpenAI-compatible endpoint answer from the caller's documents only
+    chat = client.post("/chat", headers=A, json={"message": "what is the walrus launch code?", "top_k": 50})
+    assert chat.status_code == 200 and {p["doc_id"] for p in chat.json()["passages"]} == {"plan"}
+    assert "midnight" not in chat.text
+    conversation = chat.json()["conversation_id"]
+    assert client.get(f"/conversations/{conversation}", headers=A).status_code == 200
+    assert client.get(f"/conversations/{conversation}", headers=B).status_code == 404
+    assert client.delete(f"/conversations/{conversation}", headers=B).status_code == 404
+    assert client.get(f"/conversations/{conversation}", headers=A).status_code == 200
+    completion = client.post(
+        "/v1/chat/completions",
+        headers=B,
+        json={"model": "cited-answers", "messages": [{"role": "user", "content": "what is the pelican launch code?"}]},
+    )
+    assert completion.status_code == 200, completion.text
+    assert "sunrise" not in completion.text
     # a second key of the same tenant sees the same documents
     same = client.get("/documents", headers={"Authorization": f"Bearer {KEY_A2}"}).json()["documents"]
     assert [d["doc_id"] for d in same] == ["plan"]
