@@ -45,6 +45,5 @@ async def ready(service: RAGService = Depends(get_service)) -> JSONResponse:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: requests and latency per route and status, ingestion and answer-quality counters."""
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
