@@ -9,7 +9,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install llm chromium run index serve test lint bench clean eval-seeds eval-scifact eval-squad calibrate
+.PHONY: install llm chromium run index serve test test-chroma lint bench load clean eval-seeds eval-scifact eval-squad calibrate
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,9 +49,16 @@ chromium:
 test: install llm chromium
 	$(BIN)/python -m pytest
 
+# The ingestion, retrieval and API tests again, with a real Chroma server (chroma run) as the store.
+test-chroma: install llm chromium
+	BIN=$(BIN) .ci/with-chroma-server $(BIN)/python -m pytest -m "not slow" tests/index tests/api tests/rag
+
 lint: install
 	$(BIN)/ruff check rag index api tests benchmarks
 	$(BIN)/mypy rag index api
+
+load: install
+	$(BIN)/python benchmarks/load.py --clients 8 --seconds 30
 
 bench: install
 	$(BIN)/python benchmarks/bench.py

@@ -7,37 +7,59 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 
+from api.deps import authenticate
 from api.errors import install_error_handlers
+from api.metrics import Metrics
+from api.middleware import EdgeMiddleware
 from api.routes import answers, chat, documents, evaluation, openai_compat, operations, page
+from api.tenancy import LOCAL_TENANT, TenantRegistry
 from rag.config import Settings, get_settings
-from rag.conversation import ChatService, ConversationStore
 from rag.embedding import SentenceTransformerEmbedder
-from rag.service import RAGService
+from rag.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, embedder: SentenceTransformerEmbedder | None = None) -> FastAPI:
-    """Build the app; the model and the store are opened in the lifespan and kept on app.state."""
+    """Build the app; the model and the stores are opened in the lifespan and kept on app.state."""
     settings = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = RAGService.from_settings(settings, embedder=embedder)
-        await run_in_threadpool(service.embedder.load)
-        await run_in_threadpool(service.retriever.lexical)
-        app.state.service = service
-        # Tenant = collection for now; multi-tenancy will pass the API key's tenant here instead.
-        app.state.chat = ChatService(
-            service=service, conversations=ConversationStore(settings.conversation_path), tenant=settings.collection
-        )
+        model = embedder or SentenceTransformerEmbedder(device=settings.device)
+        await run_in_threadpool(model.load)
+        registry = TenantRegistry(settings=settings, embedder=model, on_answer=[metrics.observe_answer])
+        app.state.registry = registry
         app.state.settings = settings
-        log.info("ready: %d chunks in collection %r", service.store.count_chunks(), settings.collection)
+        app.state.metrics = metrics
+        if registry.keyring.enabled:
+            log.info(
+                "API keys configured for %d tenant(s); every route but /health needs one", len(registry.keyring.tenants)
+            )
+            names = registry.keyring.tenants
+        else:
+            log.warning("no API keys configured (RAG_API_KEYS): no authentication, serve on loopback only")
+            names = [LOCAL_TENANT]
+        store = settings.chroma_url or str(settings.data_dir)
+        for name in names:
+            tenant = await run_in_threadpool(registry.get, name)
+            try:
+                await run_in_threadpool(tenant.service.retriever.lexical)
+                chunks = await run_in_threadpool(tenant.service.store.count_chunks)
+                log.info("ready: tenant %s has %d chunks (store %s)", name, chunks, store)
+            except StoreUnavailable:
+                # Start anyway: /ready says 503 and requests get store_unavailable until the store is back.
+                log.warning("store %s unreachable at start; will retry on each request", store)
+        # Kept for routes and tools written before tenancy: the keyless service (None when keys are on).
+        local = None if registry.keyring.enabled else registry.get(LOCAL_TENANT)
+        app.state.service = local.service if local else None
+        app.state.chat = local.chat if local else None
         yield
 
     app = FastAPI(
@@ -45,8 +67,11 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
         version="0.1.0",
         summary="Answers questions over your documents; every sentence cites the exact passage it came from.",
         lifespan=lifespan,
+        # Every route authenticates (and is rate limited) except those in api.deps.PUBLIC_PATHS.
+        dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
     app.include_router(answers.router)
     app.include_router(documents.router)
     app.include_router(operations.router)

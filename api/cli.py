@@ -17,11 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     p_index = sub.add_parser("index", help="index files and folders (only new or changed files are embedded)")
     p_index.add_argument("paths", nargs="+", type=Path)
     p_index.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_index.add_argument("--tenant", default=None, help="index into this tenant's collection (with RAG_API_KEYS)")
 
     p_ask = sub.add_parser("ask", help="answer a question from the index")
     p_ask.add_argument("question")
     p_ask.add_argument("--top-k", type=int, default=None)
     p_ask.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p_ask.add_argument("--tenant", default=None, help="ask this tenant's collection (with RAG_API_KEYS)")
 
     p_eval = sub.add_parser("eval", help="evaluate answers against a reference set (JSONL or a BEIR folder)")
     p_eval.add_argument("references", type=Path, help="a reference JSONL file, or a BEIR folder (queries + qrels)")
@@ -47,19 +49,23 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from rag.config import get_settings
+    from rag.config import TENANT_PATTERN, describe_settings_error, get_settings
     from rag.errors import RAGError
 
     try:
         settings = get_settings()
     except Exception as exc:  # pydantic's ValidationError: a bad RAG_* value fails the start, with its message
-        print(f"error: bad settings: {exc}", file=sys.stderr)
+        print(f"error: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
+        return 2
+    tenant = getattr(args, "tenant", None)
+    if tenant is not None and not TENANT_PATTERN.match(tenant):
+        print("error: --tenant must be 1-32 letters, digits, '-' or '_'", file=sys.stderr)
         return 2
     try:
         if args.command == "index":
-            return _index(settings, args.paths, quiet=args.quiet)
+            return _index(settings, args.paths, quiet=args.quiet, tenant=tenant)
         if args.command == "ask":
-            return _ask(settings, args.question, top_k=args.top_k, as_json=args.json)
+            return _ask(settings, args.question, top_k=args.top_k, as_json=args.json, tenant=tenant)
         if args.command == "eval":
             from api.evaluation import run_eval
 
@@ -70,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _index(settings, paths: list[Path], *, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+def _index(settings, paths: list[Path], *, quiet: bool, tenant: str | None) -> int:  # type: ignore[no-untyped-def]
     from index.pipeline import Indexer
     from rag.embedding import SentenceTransformerEmbedder
     from rag.service import open_store
 
     indexer = Indexer(
-        store=open_store(settings),
+        store=open_store(settings, tenant=tenant),
         embedder=SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
@@ -88,10 +94,10 @@ def _index(settings, paths: list[Path], *, quiet: bool) -> int:  # type: ignore[
     return 0 if report.indexed > 0 or not report.skipped else 1
 
 
-def _ask(settings, question: str, *, top_k: int | None, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+def _ask(settings, question: str, *, top_k: int | None, as_json: bool, tenant: str | None) -> int:  # type: ignore[no-untyped-def]
     from rag.service import RAGService
 
-    answer = RAGService.from_settings(settings).ask(question, top_k=top_k)
+    answer = RAGService.from_settings(settings, tenant=tenant).ask(question, top_k=top_k)
     if as_json:
         print(json.dumps(answer.model_dump(), ensure_ascii=False, indent=2))
         return 0
@@ -113,8 +119,19 @@ def _serve(settings, *, host: str | None, port: int | None) -> int:  # type: ign
     import uvicorn
 
     from api.app import create_app
+    from api.logs import configure_logging
+    from rag.config import LOOPBACK_HOSTS
 
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    host = host or settings.host
+    if not settings.api_keys and host not in LOOPBACK_HOSTS:
+        print(
+            f"error: refusing to serve on {host} without API keys: anyone who can reach it could read and change "
+            "every document. Set RAG_API_KEYS='tenant:key,...' (keys of 16+ characters) or serve on 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(settings.log_format)
+    uvicorn.run(create_app(settings), host=host, port=port or settings.port, log_level="info", log_config=None)
     return 0
 
 

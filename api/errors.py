@@ -7,9 +7,51 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import IndexEmpty, InvalidInput, NotFound, RAGError, StoreUnavailable
+from rag.errors import IndexEmpty, InvalidInput, NotFound, RAGError, StoreUnavailable, UnsupportedFile
+
+
+class EdgeError(Exception):
+    """An error decided at the HTTP edge (auth, limits, media types), in the same body as the domain errors.
+
+    code -> status: unauthorized 401, forbidden 403, payload_too_large 413, unsupported_media_type 415,
+    rate_limited 429.
+    """
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def unauthorized(message: str) -> EdgeError:
+    return EdgeError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(message: str) -> EdgeError:
+    return EdgeError(403, "forbidden", message)
+
+
+def payload_too_large(limit: int) -> EdgeError:
+    return EdgeError(413, "payload_too_large", f"the request body is over {limit} bytes: send a smaller one")
+
+
+def unsupported_media_type(message: str) -> EdgeError:
+    return EdgeError(415, "unsupported_media_type", message)
+
+
+def rate_limited(retry_after: str) -> EdgeError:
+    return EdgeError(
+        429,
+        "rate_limited",
+        f"too many requests for this key: retry after {retry_after} s",
+        {"Retry-After": retry_after},
+    )
+
 
 STATUS: list[tuple[type[RAGError], int]] = [
+    (UnsupportedFile, 415),
     (InvalidInput, 422),
     (NotFound, 404),
     (IndexEmpty, 503),
@@ -31,6 +73,10 @@ def status_of(exc: RAGError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as {"detail": {"code", "message"}}."""
 
+    @app.exception_handler(EdgeError)
+    async def _edge_error(_: Request, exc: EdgeError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+
     @app.exception_handler(RAGError)
     async def _rag_error(_: Request, exc: RAGError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message), status_code=status_of(exc))
@@ -39,9 +85,25 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body("invalid_request", _describe(exc)), status_code=422)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback and re-raises after this; the client still gets the one error body.
+        return JSONResponse(
+            error_body("internal_error", "the server failed on this request; it has been logged"), status_code=500
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {
+            400: "bad_request",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+            429: "rate_limited",
+        }.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )

@@ -86,3 +86,34 @@ class Ready(BaseModel):
     model_loaded: bool
     chunks: int
     documents: int
+    store_available: bool = True
+
+
+MAX_DOC_ID_CHARS = 256
+
+
+class DocumentRequest(BaseModel):
+    """A document sent as JSON text (for files, send multipart/form-data with a `file` part instead)."""
+
+    text: str = Field(min_length=1, description="The document's text; it is normalised once and stored.")
+    doc_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_DOC_ID_CHARS,
+        description="Its id; defaults to `source`, else to the first 16 hex of the content hash. "
+        "Sending new text for an existing id replaces that document.",
+    )
+    source: str | None = Field(
+        None, max_length=1024, description="Where it came from (a path or URL), shown in citations."
+    )
+    title: str = Field("", max_length=1024)
+
+
+class IngestResponse(BaseModel):
+    """What storing a document did."""
+
+    doc_id: str
+    status: str = Field(description="added, updated (new content for an existing id) or unchanged (same content).")
+    content_hash: str = Field(description="SHA-256 of the normalised text.")
+    chunks: int = Field(description="Chunks stored for it.")
+    source: str

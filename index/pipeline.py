@@ -47,6 +47,16 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
+class IngestResult:
+    """What storing one document did: ``added``, ``updated`` or ``unchanged`` (same content hash)."""
+
+    status: str
+    doc_id: str
+    content_hash: str
+    chunks: int
+
+
+@dataclass(frozen=True)
 class _Candidate:
     path: Path
     doc_id: str
@@ -64,6 +74,9 @@ class Indexer:
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.batch_size = batch_size
+        # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
+        self._doc_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def make_document(self, *, doc_id: str, source: str, text: str, title: str = "", root: str = "") -> Document:
         """Normalise raw text into a Document (the text every offset refers to)."""
@@ -78,6 +91,18 @@ class Indexer:
         vectors = self.embedder.embed([c.text for c in chunks], batch_size=self.batch_size)
         self.store.replace_document(document, chunks, vectors)
         return len(chunks)
+
+    def ingest(self, document: Document) -> IngestResult:
+        """Store one document unless the store already holds this exact content (idempotent by content hash)."""
+        with self._locks_guard:
+            lock = self._doc_locks.setdefault(document.doc_id, threading.Lock())
+        with lock:
+            previous = self.store.get_document(document.doc_id, with_text=False)
+            if previous is not None and previous.content_hash == document.content_hash:
+                return IngestResult("unchanged", document.doc_id, document.content_hash, previous.chunks)
+            chunks = self.put(document)
+        status = "updated" if previous is not None else "added"
+        return IngestResult(status, document.doc_id, document.content_hash, chunks)
 
     def put_many(self, documents: Iterable[Document], *, progress: Callable[[int], None] | None = None) -> int:
         """Store many documents, embedding their chunks in shared batches; returns the chunk count.
@@ -207,8 +232,15 @@ class Indexer:
                 changed.append((doc, previous is not None))
 
         bar = _progress(len(changed), show_progress)
+        done = 0
+
+        def logged(n: int) -> None:
+            nonlocal done
+            done += n
+            log.info("indexed %d/%d documents", done, len(changed))
+
         try:
-            report.chunks = self.put_many((d for d, _ in changed), progress=bar.update if bar else None)
+            report.chunks = self.put_many((d for d, _ in changed), progress=bar.update if bar else logged)
         finally:
             if bar:
                 bar.close()
@@ -223,6 +255,8 @@ class Indexer:
         for doc_id in sorted(gone | self.store.orphan_doc_ids()):
             self.store.delete_document(doc_id)
             report.removed += doc_id in gone
+        # Old chunks of a document whose new version was recorded just before an interrupted run ended.
+        self.store.delete_chunks(self.store.stale_chunk_ids())
         report.seconds = time.perf_counter() - started
         return report
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("data")
@@ -28,6 +31,47 @@ DEFAULT_LLM_TIMEOUT_S = 30.0
 DEFAULT_LLM_MAX_TOKENS = 256
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+# Request bodies (JSON or an uploaded file) above this many bytes get 413; 10 MiB holds a long PDF.
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# Requests per minute per API key (a token bucket: this many at once, refilled evenly over the minute); 0 = off.
+DEFAULT_RATE_LIMIT_PER_MINUTE = 600
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One configured key: only its SHA-256 is kept, next to the tenant it belongs to."""
+
+    tenant: str
+    sha256: bytes
+
+
+def parse_api_keys(spec: str) -> list[ApiKey]:
+    """Parse ``tenant:key,tenant2:key2`` (or ``@/path/file`` with one ``tenant:key`` per line) into hashed keys."""
+    spec = spec.strip()
+    if spec.startswith("@"):
+        try:
+            spec = Path(spec[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"RAG_API_KEYS names a file that cannot be read: {exc}") from exc
+    keys: list[ApiKey] = []
+    for n, item in enumerate(re.split(r"[,\n]", spec), start=1):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        tenant, sep, key = item.partition(":")
+        tenant, key = tenant.strip(), key.strip()
+        if not sep or not key:
+            raise ValueError(f"RAG_API_KEYS entry {n} is not 'tenant:key'")
+        if not TENANT_PATTERN.match(tenant):
+            raise ValueError(f"RAG_API_KEYS entry {n}: tenant must be 1-32 letters, digits, '-' or '_'")
+        if len(key) < 16:
+            raise ValueError(f"RAG_API_KEYS entry {n}: a key must be at least 16 characters")
+        keys.append(ApiKey(tenant=tenant, sha256=hashlib.sha256(key.encode()).digest()))
+    if len({k.sha256 for k in keys}) != len(keys):
+        raise ValueError("RAG_API_KEYS lists the same key twice")
+    return keys
 
 
 class Settings(BaseSettings):
@@ -69,6 +113,15 @@ class Settings(BaseSettings):
     precision: str = Field(
         "auto", description="Embedding precision: auto (fp16 on CUDA, bf16 on AMX CPUs, else fp32), fp32, bf16, fp16."
     )
+    chroma_url: str | None = Field(
+        None, description="URL of a Chroma server (http://host:port); unset = the embedded store under data_dir."
+    )
+    api_keys: SecretStr | None = Field(
+        None, description="'tenant:key,tenant2:key2' or '@/path/to/file'; unset = no auth, loopback only."
+    )
+    rate_limit_per_minute: int = Field(DEFAULT_RATE_LIMIT_PER_MINUTE, ge=0, description="Per API key; 0 = off.")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="Larger request bodies get 413.")
+    log_format: str = Field("json", description="Server logs: json (one object per line) or text.")
 
     @field_validator("collection")
     @classmethod
@@ -76,6 +129,38 @@ class Settings(BaseSettings):
         if not value.replace("-", "").replace("_", "").isalnum() or not 1 <= len(value) <= 40:
             raise ValueError("RAG_COLLECTION must be 1-40 letters, digits, '-' or '_'")
         return value
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _chroma_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"^https?://[^/:]+(:\d+)?/?$", value.strip()):
+            raise ValueError("RAG_CHROMA_URL must look like http://host:port")
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _api_keys(self) -> Settings:
+        # After the model is built, so a failure's message shows the masked SecretStr, never a key.
+        if self.api_keys is not None and not self.api_keys.get_secret_value().strip():
+            self.api_keys = None
+        self.keys()  # fail the start on a bad entry
+        return self
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in {"json", "text"}:
+            raise ValueError("RAG_LOG_FORMAT must be json or text")
+        return value
+
+    def keys(self) -> list[ApiKey]:
+        """The configured API keys, hashed; empty when the service runs without auth."""
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else []
+
+    def collection_for(self, tenant: str | None) -> str:
+        """The collection of a tenant: the configured one without keys, ``<collection>-<tenant>`` with them."""
+        return self.collection if tenant is None else f"{self.collection}-{tenant}"
 
     @field_validator("device")
     @classmethod
@@ -110,6 +195,18 @@ class Settings(BaseSettings):
         if self.llm_base_url and not self.llm_model:
             raise ValueError("RAG_LLM_MODEL is required when RAG_LLM_BASE_URL is set (the server's model name)")
         return self
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """A bad-settings message without the offending input (which may hold an API key)."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    parts = []
+    for err in errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{'RAG_' + loc.upper() + ': ' if loc else ''}{err.get('msg', 'invalid')}")
+    return "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

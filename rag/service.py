@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,8 @@ from rag.types import Answer, DocumentInfo, Passage
 
 # 20k sentences x 384 float32 = 30 MB.
 SENTENCE_CACHE_ITEMS = 20_000
+
+log = logging.getLogger(__name__)
 
 
 def validate_question(question: str) -> str:
@@ -59,6 +62,8 @@ class RAGService:
         self.default_top_k = default_top_k
         self.retriever = HybridRetriever(store=store, embedder=embedder)
         self.sentence_vectors = EmbeddingCache(embedder.embed)
+        # Called with every answer produced (metrics at the edge); an observer's failure never fails an answer.
+        self.observers: list[Callable[[Answer], None]] = []
         self.answerer = ExtractiveAnswerer(
             embed=self.sentence_vectors,
             idf=lambda term: self.retriever.lexical().bm25.idf_of(term),
@@ -76,10 +81,12 @@ class RAGService:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None) -> RAGService:
-        """Build the store, model and retrievers described by ``settings``."""
+    def from_settings(
+        cls, settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None, tenant: str | None = None
+    ) -> RAGService:
+        """Build the store, model and retrievers described by ``settings`` (for one tenant's collection)."""
         return cls(
-            store=open_store(settings),
+            store=open_store(settings, tenant=tenant),
             embedder=embedder or SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
             min_answer_score=settings.min_answer_score,
             default_top_k=settings.top_k,
@@ -96,13 +103,13 @@ class RAGService:
         """Answer ``question`` from the index, citing the sentences used; ``context`` is the chat so far."""
         prepared = self._prepare(question, top_k, context)
         if self.generator is None or prepared.extract.no_answer:
-            return prepared.answer(_extractive(prepared.extract))
+            return self._observed(prepared.answer(_extractive(prepared.extract)))
         t0 = time.perf_counter()
         generated = self.generator.answer(
             prepared.query or prepared.question, prepared.passages, fallback=prepared.extract
         )
         prepared.timings["generate"] = _ms(time.perf_counter() - t0)
-        return prepared.answer(generated)
+        return self._observed(prepared.answer(generated))
 
     def ask_stream(
         self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()
@@ -115,7 +122,7 @@ class RAGService:
         """
         prepared = self._prepare(question, top_k, context)
         if self.generator is None or prepared.extract.no_answer:
-            return _replay(prepared.answer(_extractive(prepared.extract)))
+            return _replay(self._observed(prepared.answer(_extractive(prepared.extract))))
         return self._stream_generated(prepared, self.generator)
 
     def _stream_generated(self, prepared: _Prepared, generator: GeneratedAnswerer) -> Iterator[str | Answer]:
@@ -125,7 +132,7 @@ class RAGService:
         ):
             if isinstance(event, Generated):
                 prepared.timings["generate"] = _ms(time.perf_counter() - t0)
-                yield prepared.answer(event)
+                yield self._observed(prepared.answer(event))
             else:
                 yield event
 
@@ -163,6 +170,18 @@ class RAGService:
             t0=t0,
         )
 
+    def _observed(self, answer: Answer) -> Answer:
+        self.observe(answer)
+        return answer
+
+    def observe(self, answer: Answer) -> None:
+        """Tell the observers about an answer (routes that build answers another way call this too)."""
+        for observer in self.observers:
+            try:
+                observer(answer)
+            except Exception:
+                log.exception("answer observer failed")
+
     def list_documents(self) -> list[DocumentInfo]:
         return self.store.list_documents()
 
@@ -171,6 +190,11 @@ class RAGService:
         if info is None:
             raise DocumentNotFound(f"no document with id {doc_id!r}: GET /documents lists the indexed ones")
         return info
+
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document and its chunks; DocumentNotFound if there is none."""
+        if not self.store.delete_document(doc_id):
+            raise DocumentNotFound(f"no document with id {doc_id!r}: GET /documents lists the indexed ones")
 
 
 class EmbeddingCache:
@@ -207,9 +231,12 @@ class EmbeddingCache:
         return np.stack([found[t] for t in texts])
 
 
-def open_store(settings: Settings) -> ChromaStore:
-    """The store described by the settings (embedded under data_dir)."""
-    return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=settings.collection)
+def open_store(settings: Settings, *, tenant: str | None = None) -> ChromaStore:
+    """The store of one tenant's collection: on the Chroma server if RAG_CHROMA_URL is set, else embedded."""
+    collection = settings.collection_for(tenant)
+    if settings.chroma_url:
+        return ChromaStore(url=settings.chroma_url, collection=collection)
+    return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=collection)
 
 
 def build_llm(settings: Settings) -> OpenAIChatLLM | None:

@@ -8,7 +8,9 @@ normalised text of each document, its source and content hash). The docs collect
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 _GENERATION = "generation"
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
+_SNAPSHOT_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -49,52 +52,96 @@ class ChromaStore:
     """Chunks, embeddings and document texts of one tenant's collection."""
 
     def __init__(self, *, path: Path | None = None, url: str | None = None, collection: str) -> None:
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
+        if not (path or url):
+            raise ValueError("ChromaStore needs a path (embedded) or a url (Chroma server)")
+        self._path = path
+        self._url = url
+        self._collection = collection
+        self._lock = threading.Lock()
+        self._opened: tuple[Any, Any, Any, int] | None = None  # client, chunks, docs, max batch
+        # The embedded store opens at once (a bad path fails early); a server may be down now and come back later,
+        # so it is (re)connected on first use and after every connection failure.
+        if url is None:
+            self._open()
 
-        chroma_settings = ChromaSettings(anonymized_telemetry=False)
-        with _translate_errors():
-            if url:
-                from urllib.parse import urlparse
+    def _open(self) -> tuple[Any, Any, Any, int]:
+        opened = self._opened
+        if opened is not None:
+            return opened
+        with self._lock, _translate_errors(self._reset):
+            if self._opened is None:
+                import chromadb
+                from chromadb.config import Settings as ChromaSettings
 
-                parsed = urlparse(url)
-                self._client = chromadb.HttpClient(
-                    host=parsed.hostname or "127.0.0.1",
-                    port=parsed.port or 8000,
-                    ssl=parsed.scheme == "https",
-                    settings=chroma_settings,
+                chroma_settings = ChromaSettings(anonymized_telemetry=False)
+                if self._url:
+                    from urllib.parse import urlparse
+
+                    parsed = urlparse(self._url)
+                    client = chromadb.HttpClient(
+                        host=parsed.hostname or "127.0.0.1",
+                        port=parsed.port or 8000,
+                        ssl=parsed.scheme == "https",
+                        settings=chroma_settings,
+                    )
+                else:
+                    assert self._path is not None
+                    self._path.mkdir(parents=True, exist_ok=True)
+                    client = chromadb.PersistentClient(path=str(self._path), settings=chroma_settings)
+                chunks = client.get_or_create_collection(
+                    f"{self._collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
                 )
-            else:
-                assert path is not None, "either path or url"
-                path.mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
-            self._chunks = self._client.get_or_create_collection(
-                f"{collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-            )
-            self._docs = self._client.get_or_create_collection(
-                f"{collection}-docs", embedding_function=None, metadata={_GENERATION: 0}
-            )
-            self._max_batch = int(self._client.get_max_batch_size())
+                docs = client.get_or_create_collection(
+                    f"{self._collection}-docs", embedding_function=None, metadata={_GENERATION: 0}
+                )
+                self._opened = (client, chunks, docs, int(client.get_max_batch_size()))
+            return self._opened
+
+    def _reset(self) -> None:
+        """Forget a server connection that failed, so the next call reconnects."""
+        if self._url:
+            self._opened = None
+
+    @property
+    def _client(self) -> Any:
+        return self._open()[0]
+
+    @property
+    def _chunks(self) -> Any:
+        return self._open()[1]
+
+    @property
+    def _docs(self) -> Any:
+        return self._open()[2]
+
+    @property
+    def _max_batch(self) -> int:
+        return self._open()[3]
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, for logs: the server URL or the embedded path, and the collection."""
+        return f"{self._url or self._path} collection={self._collection}"
 
     # --- reads ---------------------------------------------------------------------------------------------
     def generation(self) -> int:
         """The change counter; any write bumps it."""
-        with _translate_errors():
+        with _translate_errors(self._reset):
             meta = self._client.get_collection(self._docs.name, embedding_function=None).metadata or {}
         return int(meta.get(_GENERATION, 0))
 
     def count_chunks(self) -> int:
-        with _translate_errors():
+        with _translate_errors(self._reset):
             return int(self._chunks.count())
 
     def count_documents(self) -> int:
-        with _translate_errors():
+        with _translate_errors(self._reset):
             return int(self._docs.count())
 
     def list_documents(self) -> list[DocumentInfo]:
         """Every document, without its text, sorted by id."""
         infos: list[DocumentInfo] = []
-        with _translate_errors():
+        with _translate_errors(self._reset):
             for offset in range(0, self._docs.count(), _PAGE):
                 got = self._docs.get(include=["metadatas"], limit=_PAGE, offset=offset)
                 infos.extend(_info(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True))
@@ -103,7 +150,7 @@ class ChromaStore:
     def get_document(self, doc_id: str, *, with_text: bool = True) -> DocumentInfo | None:
         """One document (with its normalised text), or None."""
         include = ["metadatas", "documents"] if with_text else ["metadatas"]
-        with _translate_errors():
+        with _translate_errors(self._reset):
             got = self._docs.get(ids=[doc_id], include=include)
         if not got["ids"]:
             return None
@@ -117,17 +164,21 @@ class ChromaStore:
         return {d.doc_id: (d.content_hash, d.root) for d in self.list_documents()}
 
     def chunk_ids_of(self, doc_id: str) -> list[str]:
-        with _translate_errors():
+        with _translate_errors(self._reset):
             return list(self._chunks.get(where={"doc_id": doc_id}, include=[])["ids"])
 
     def snapshot(self) -> ChunkSnapshot:
-        """All chunks and the current document hashes, read at one generation."""
-        while True:
+        """All chunks and the current document hashes, read at one generation.
+
+        Under a steady stream of writes it gives up waiting for a quiet moment after a few tries and returns the
+        read labelled with the generation it started at: the next reader sees a newer one and rebuilds.
+        """
+        for attempt in range(_SNAPSHOT_TRIES):
             generation = self.generation()
             ids: list[str] = []
             texts: list[str] = []
             metas: list[dict[str, Any]] = []
-            with _translate_errors():
+            with _translate_errors(self._reset):
                 total = self._chunks.count()
                 for offset in range(0, total, _PAGE):
                     got = self._chunks.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
@@ -135,12 +186,13 @@ class ChromaStore:
                     texts.extend(got["documents"] or [])
                     metas.extend(dict(m) for m in got["metadatas"] or [])
             hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
-            if self.generation() == generation:
-                return ChunkSnapshot(generation, ids, texts, metas, hashes)
+            if attempt == _SNAPSHOT_TRIES - 1 or self.generation() == generation:
+                break
+        return ChunkSnapshot(generation, ids, texts, metas, hashes)
 
     def query(self, embedding: np.ndarray, *, n: int) -> list[DenseHit]:
         """Nearest chunks by cosine similarity."""
-        with _translate_errors():
+        with _translate_errors(self._reset):
             count = self._chunks.count()
             if count == 0:
                 return []
@@ -169,7 +221,7 @@ class ChromaStore:
         shows chunks whose hash matches the record), then stale chunks are deleted.
         """
         old_ids = set(self.chunk_ids_of(document.doc_id))
-        with _translate_errors():
+        with _translate_errors(self._reset):
             for lo in range(0, len(chunks), self._max_batch):
                 batch = chunks[lo : lo + self._max_batch]
                 self._chunks.upsert(
@@ -206,7 +258,7 @@ class ChromaStore:
         if not items:
             return
         doc_ids = [d.doc_id for d, _, _ in items]
-        with _translate_errors():
+        with _translate_errors(self._reset):
             old = self._chunks.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"] if doc_ids else []
             chunks = [c for _, cs, _ in items for c in cs]
             metas = [_chunk_meta(c, d) for d, cs, _ in items for c in cs]
@@ -243,7 +295,7 @@ class ChromaStore:
 
     def delete_document(self, doc_id: str) -> bool:
         """Remove a document and its chunks; False if it was not there."""
-        with _translate_errors():
+        with _translate_errors(self._reset):
             existed = bool(self._docs.get(ids=[doc_id], include=[])["ids"])
             # Record first, chunks second: a crash in between leaves orphan chunks that retrieval ignores
             # (no record, so no matching hash) and the next index run deletes.
@@ -257,16 +309,48 @@ class ChromaStore:
 
     def orphan_doc_ids(self) -> set[str]:
         """Doc ids that have chunks but no document record (left by an interrupted delete)."""
-        with _translate_errors():
-            metas = self._chunks.get(include=["metadatas"])["metadatas"] or []
         known = {d.doc_id for d in self.list_documents()}
-        return {str(m["doc_id"]) for m in metas} - known
+        return {str(m.get("doc_id")) for _, m in self._chunk_metadatas()} - known
+
+    def stale_chunk_ids(self) -> list[str]:
+        """Chunks no reader may see: their document has no record, or a record of another content hash.
+
+        An index run killed between writing a document's new record and deleting its old chunks leaves such
+        chunks behind; retrieval already ignores them and the next run deletes them.
+        """
+        hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
+        return sorted(
+            cid for cid, m in self._chunk_metadatas() if hashes.get(str(m.get("doc_id"))) != m.get("content_hash")
+        )
+
+    def delete_chunks(self, ids: Sequence[str]) -> None:
+        """Delete chunks by id (used to clear stale ones)."""
+        if not ids:
+            return
+        with _translate_errors(self._reset):
+            for lo in range(0, len(ids), self._max_batch):
+                self._chunks.delete(ids=list(ids[lo : lo + self._max_batch]))
+        self.bump_generation()
+
+    def _chunk_metadatas(self) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        with _translate_errors(self._reset):
+            for offset in range(0, self._chunks.count(), _PAGE):
+                got = self._chunks.get(include=["metadatas"], limit=_PAGE, offset=offset)
+                out.extend((i, dict(m or {})) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True))
+        return out
 
     def bump_generation(self) -> None:
-        with _translate_errors():
+        """Move the change counter to a value no reader has seen.
+
+        Read-modify-write of a counter loses updates when two processes write at once (both write n+1, and a
+        reader that rebuilt at the first n+1 misses the second write). The clock in nanoseconds, kept above the
+        old value, gives every write its own value, so every reader notices every write.
+        """
+        with _translate_errors(self._reset):
             docs = self._client.get_collection(self._docs.name, embedding_function=None)
             meta = dict(docs.metadata or {})
-            meta[_GENERATION] = int(meta.get(_GENERATION, 0)) + 1
+            meta[_GENERATION] = max(int(meta.get(_GENERATION, 0)) + 1, time.time_ns())
             docs.modify(metadata=meta)
 
 
@@ -294,17 +378,46 @@ def _info(doc_id: str, meta: Any) -> DocumentInfo:
 
 
 @contextmanager
-def _translate_errors() -> Iterator[None]:
+def _translate_errors(on_failure: Callable[[], None] | None = None) -> Iterator[None]:
     """Turn 'the Chroma server is not there' into StoreUnavailable; let everything else propagate."""
     try:
         yield
-    except (ConnectionError, OSError) as exc:
-        raise StoreUnavailable(f"the vector store is unreachable: {exc}") from exc
-    except Exception as exc:
-        name = type(exc).__name__
-        if (
-            name in {"ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError"}
-            or "connect" in str(exc).lower()
-        ):
-            raise StoreUnavailable(f"the vector store is unreachable: {exc}") from exc
+    except StoreUnavailable:
         raise
+    except Exception as exc:
+        if not _is_connection_error(exc):
+            raise
+        if on_failure is not None:
+            on_failure()
+        log.warning("vector store unreachable: %s", type(exc).__name__)
+        raise StoreUnavailable(
+            "the vector store (Chroma server) is unreachable; retry shortly, the service reconnects by itself"
+        ) from exc
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """True for the ways a lost or refused connection to the Chroma server surfaces (httpx, OS, chromadb)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        name = type(current).__name__
+        if name in {
+            "ConnectError",
+            "ConnectTimeout",
+            "ReadTimeout",
+            "WriteTimeout",
+            "PoolTimeout",
+            "RemoteProtocolError",
+            "ReadError",
+            "WriteError",
+            "NetworkError",
+        }:
+            return True
+        text = str(current).lower()
+        if "could not connect" in text or "connection refused" in text or "connection reset" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

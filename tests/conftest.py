@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +22,9 @@ from rag.embedding import SentenceTransformerEmbedder
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 SEED_DOC_ID = "000_191f6743ea9cf91a.txt"
+# Set by .ci/run (the URL of a `chroma run` it started): store-backed tests then run against the Chroma server
+# instead of the embedded store. Read once here, before the autouse fixture clears RAG_* variables.
+CHROMA_URL = os.environ.get("RAG_TEST_CHROMA_URL") or None
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +48,11 @@ def embedder() -> SentenceTransformerEmbedder:
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings of a store of one's own: embedded under data_dir, or, on the shared test Chroma server, a
+    collection named after data_dir (so the same data_dir reopens the same store, and tests never share one)."""
+    if CHROMA_URL and "chroma_url" not in overrides:
+        overrides.setdefault("collection", "t" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:20])
+        overrides["chroma_url"] = CHROMA_URL
     return Settings(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
 
 
@@ -122,3 +134,62 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with LlamaServer(tmp_path_factory.mktemp("llm") / "server.log") as server:
         yield server.base_url
+
+
+class ChromaServer:
+    """A real `chroma run` (the server the chromadb package installs) on a free loopback port, data in a folder."""
+
+    def __init__(self, path: Path, port: int | None = None) -> None:
+        self.path = path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> ChromaServer:
+        chroma = Path(sys.executable).with_name("chroma")
+        self.log = open(self.path.parent / f"chroma-{self.port}.log", "ab")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [str(chroma), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        import httpx
+
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chroma run exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("chroma run did not answer its heartbeat in time")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=20)
+        self.process = None
+        if getattr(self, "log", None) is not None:
+            self.log.close()
+
+
+@pytest.fixture(scope="session")
+def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Chroma server for the tests that need one: .ci/run's (RAG_TEST_CHROMA_URL), else one started here."""
+    if CHROMA_URL:
+        yield CHROMA_URL
+        return
+    server = ChromaServer(tmp_path_factory.mktemp("chroma") / "data").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ VENDOR_HOMES = {
     "chromadb": {"rag/store.py"},
     "sentence_transformers": {"rag/embedding.py"},
     "openai": {"rag/llm.py"},
+    "prometheus_client": {"api/metrics.py"},
 }
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api.deps import ERRORS
+from api.deps import ERRORS, get_tenant
 from api.errors import error_body, status_of
 from api.schemas import ChatRequest, ChatResponse
+from api.tenancy import Tenant
 from rag.conversation import ChatService, Conversation
 from rag.errors import RAGError
 from rag.types import Answer
@@ -21,10 +22,9 @@ router = APIRouter(tags=["chat"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def get_chat(request: Request) -> ChatService:
-    """The chat service built in the lifespan."""
-    chat: ChatService = request.app.state.chat
-    return chat
+def get_chat(tenant: Tenant = Depends(get_tenant)) -> ChatService:
+    """The calling tenant's chat service (its conversations and its collection only)."""
+    return tenant.chat
 
 
 @router.post(

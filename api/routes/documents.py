@@ -1,20 +1,148 @@
-"""Document routes: list and read indexed documents."""
+"""Document routes: add (JSON text or a file upload), list, read and delete the caller's documents."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from fastapi.concurrency import run_in_threadpool
+import json
+import unicodedata
+from pathlib import Path
+from typing import Any
 
-from api.deps import ERRORS, get_service
-from api.schemas import DocumentDetail, DocumentList, DocumentSummary
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import ERRORS, get_service, get_tenant
+from api.errors import unsupported_media_type
+from api.schemas import (
+    MAX_DOC_ID_CHARS,
+    DocumentDetail,
+    DocumentList,
+    DocumentRequest,
+    DocumentSummary,
+    IngestResponse,
+)
+from api.tenancy import Tenant
+from index.loaders import SUPPORTED, LoadError, text_from_bytes
+from rag.errors import InvalidInput
 from rag.service import RAGService
+from rag.text import content_hash, normalize_text
+from rag.types import Document
 
 router = APIRouter(tags=["documents"])
 
+_UPLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "additionalProperties": False,
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": f"One file: {', '.join(sorted(SUPPORTED))}"},
+        "doc_id": {"type": "string", "description": "Its id; defaults to the file's name."},
+        "source": {"type": "string", "description": "Shown in citations; defaults to the file's name."},
+    },
+}
+_ADD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentRequest"}},
+            "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
+        },
+    }
+}
 
-@router.get("/documents", response_model=DocumentList)
+
+@router.post(
+    "/documents",
+    response_model=IngestResponse,
+    status_code=201,
+    responses={
+        200: {"model": IngestResponse, "description": "Updated, or unchanged (the same content was there)"},
+        415: {"model": ERRORS[422]["model"], "description": "Not JSON or multipart, or an unsupported file type"},
+        **ERRORS,
+    },
+    openapi_extra=_ADD_BODY,
+)
+async def add_document(request: Request, tenant: Tenant = Depends(get_tenant)) -> JSONResponse:
+    """Add or replace a document from JSON text or an uploaded file; the same content again changes nothing."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        document = await _document_from_json(request, tenant)
+    elif content_type == "multipart/form-data":
+        document = await _document_from_upload(request, tenant)
+    else:
+        raise unsupported_media_type("send application/json {\"text\": ...} or multipart/form-data with a 'file' part")
+    result = await run_in_threadpool(tenant.indexer.ingest, document)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.observe_ingest(tenant.name, result.status, result.chunks)
+    body = IngestResponse(
+        doc_id=result.doc_id,
+        status=result.status,
+        content_hash=result.content_hash,
+        chunks=result.chunks,
+        source=document.source,
+    )
+    return JSONResponse(body.model_dump(), status_code=201 if result.status == "added" else 200)
+
+
+async def _document_from_json(request: Request, tenant: Tenant) -> Document:
+    raw = await request.body()
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput('the body is not valid JSON: send {"text": "...", "doc_id"?: "..."}') from exc
+    try:
+        req = DocumentRequest.model_validate(payload)
+    except ValidationError as exc:
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)]
+        raise InvalidInput("; ".join(parts)) from exc
+    normalised = normalize_text(req.text)
+    if not normalised:
+        raise InvalidInput("text: the document has no text once whitespace is normalised")
+    digest = content_hash(normalised)
+    doc_id = _check_doc_id(req.doc_id or req.source or digest[:16])
+    return Document(doc_id=doc_id, source=req.source or doc_id, text=normalised, content_hash=digest, title=req.title)
+
+
+async def _document_from_upload(request: Request, tenant: Tenant) -> Document:
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("file: send the document as a multipart part named 'file' (with a filename)")
+        name = Path(upload.filename or "").name
+        suffix = Path(name).suffix.lower()
+        if suffix not in SUPPORTED:
+            raise unsupported_media_type(
+                f"unsupported file type {suffix or '(no extension)'}: send one of {', '.join(sorted(SUPPORTED))}"
+            )
+        data = await upload.read()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    finally:
+        await form.close()
+    try:
+        text, title = await run_in_threadpool(text_from_bytes, name, data)
+    except LoadError as exc:
+        raise InvalidInput(str(exc)) from exc
+    doc_id = _check_doc_id(fields.get("doc_id") or name)
+    source = fields.get("source") or name
+    document = tenant.indexer.make_document(doc_id=doc_id, source=source, text=text, title=title)
+    return document
+
+
+def _check_doc_id(doc_id: str) -> str:
+    if not doc_id or len(doc_id) > MAX_DOC_ID_CHARS or doc_id != doc_id.strip():
+        raise InvalidInput(f"doc_id must be 1-{MAX_DOC_ID_CHARS} characters without leading or trailing spaces")
+    if any(unicodedata.category(ch).startswith("C") for ch in doc_id):
+        raise InvalidInput("doc_id must not contain control characters")
+    return doc_id
+
+
+@router.get("/documents", response_model=DocumentList, responses=ERRORS)
 async def list_documents(service: RAGService = Depends(get_service)) -> DocumentList:
-    """List the indexed documents (id, source, chunk count, content hash)."""
+    """List the caller's indexed documents (id, source, chunk count, content hash)."""
     infos = await run_in_threadpool(service.list_documents)
     return DocumentList(
         documents=[
@@ -38,3 +166,13 @@ async def get_document(doc_id: str, service: RAGService = Depends(get_service)) 
         title=info.title,
         text=info.text or "",
     )
+
+
+@router.delete("/documents/{doc_id:path}", status_code=204, responses=ERRORS)
+async def delete_document(doc_id: str, request: Request, tenant: Tenant = Depends(get_tenant)) -> Response:
+    """Delete one document and all its chunks (404 if the caller has no such document)."""
+    await run_in_threadpool(tenant.service.delete_document, doc_id)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.observe_ingest(tenant.name, "deleted")
+    return Response(status_code=204)

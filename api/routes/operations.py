@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from api.deps import get_service
+from api.deps import ERRORS, get_service
 from api.schemas import Health, Ready
+from rag.errors import StoreUnavailable
 from rag.service import RAGService
 
 router = APIRouter(tags=["operations"])
@@ -19,11 +20,15 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
+@router.get("/ready", response_model=Ready, responses={**ERRORS, 503: {"model": Ready}})
 async def ready(service: RAGService = Depends(get_service)) -> JSONResponse:
-    """Report whether the model is loaded and the index is non-empty (503 until both hold)."""
-    chunks = await run_in_threadpool(service.store.count_chunks)
-    documents = await run_in_threadpool(service.store.count_documents)
+    """Report whether the model is loaded and the caller's index is non-empty (503 until both hold)."""
+    try:
+        chunks = await run_in_threadpool(service.store.count_chunks)
+        documents = await run_in_threadpool(service.store.count_documents)
+    except StoreUnavailable:
+        body = Ready(ready=False, model_loaded=service.embedder.loaded, chunks=0, documents=0, store_available=False)
+        return JSONResponse(body.model_dump(), status_code=503)
     body = Ready(
         ready=service.embedder.loaded and chunks > 0,
         model_loaded=service.embedder.loaded,
@@ -31,3 +36,14 @@ async def ready(service: RAGService = Depends(get_service)) -> JSONResponse:
         documents=documents,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **ERRORS},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests and latency per route and status, ingestion and answer-quality counters."""
+    metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)

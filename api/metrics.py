@@ -1,0 +1,75 @@
+"""Prometheus metrics of one app (its own registry, so several apps in one process never mix their counts)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from rag.types import Answer
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Request, ingestion and answer-quality counters."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "rag_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rag_http_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.documents = Counter(
+            "rag_documents_ingested_total",
+            "Documents written through the API by result",
+            ["tenant", "result"],
+            registry=self.registry,
+        )
+        self.chunks = Counter(
+            "rag_chunks_ingested_total",
+            "Chunks embedded and stored through the API",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.answers = Counter("rag_answers_total", "Answers produced", ["tenant"], registry=self.registry)
+        self.no_answers = Counter(
+            "rag_no_answers_total",
+            "Answers that were refusals (no_answer); divide by rag_answers_total for the rate",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.citations = Histogram(
+            "rag_answer_citations",
+            "Citations per answer",
+            ["tenant"],
+            buckets=(0, 1, 2, 3, 4, 5, 8),
+            registry=self.registry,
+        )
+
+    def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def observe_answer(self, tenant: str, answer: Answer) -> None:
+        self.answers.labels(tenant).inc()
+        if answer.no_answer:
+            self.no_answers.labels(tenant).inc()
+        self.citations.labels(tenant).observe(len(answer.citations))
+
+    def observe_ingest(self, tenant: str, result: str, chunks: int = 0) -> None:
+        self.documents.labels(tenant, result).inc()
+        if chunks and result in {"added", "updated"}:
+            self.chunks.labels(tenant).inc(chunks)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
