@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/rag-eval/squad"))
     parser.add_argument("--sentences", default="1,2", help="answer lengths to evaluate (max sentences)")
     parser.add_argument("--out", type=Path, default=ROOT / "eval-results" / "squad")
+    parser.add_argument("--vectors", type=Path, help="precomputed corpus vectors (benchmarks/stored_vectors.py)")
     args = parser.parse_args()
 
     articles = article_halves(args.data)[args.half]
@@ -51,6 +52,25 @@ def main() -> None:
     if args.sample:
         items = items[: args.sample]
     settings = Settings(data_dir=args.data_dir)
+    if args.vectors:  # store the chunks with the precomputed vectors; index_for_eval then finds them unchanged
+        from benchmarks.stored_vectors import StoredVectorEmbedder
+        from index.corpus import index_corpus
+        from index.pipeline import Indexer
+        from rag.embedding import SentenceTransformerEmbedder
+        from rag.service import open_store
+
+        embedder = StoredVectorEmbedder(SentenceTransformerEmbedder(device=settings.device), args.vectors)
+        indexer = Indexer(
+            store=open_store(settings),
+            embedder=embedder,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap=settings.chunk_overlap,
+        )
+        print(
+            index_corpus(indexer, args.data).summary(),
+            f"(stored vectors for {embedder.found} chunks, the model for {embedder.missed})",
+            file=sys.stderr,
+        )
     print(index_for_eval(settings, args.data, progress=sys.stderr.isatty()), file=sys.stderr)
     summary = {}
     for n in [int(x) for x in args.sentences.split(",")]:

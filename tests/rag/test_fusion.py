@@ -30,3 +30,29 @@ def test_rrf_fusion_uses_ranks_only() -> None:
 def test_unknown_fusion_is_rejected() -> None:
     with pytest.raises(ValueError, match="fusion"):
         _retriever(fusion="max")
+
+
+def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
+    from index.pipeline import Indexer
+    from rag.service import open_store
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data")
+    store = open_store(settings)
+    indexer = Indexer(store=store, embedder=embedder, chunk_tokens=64, chunk_overlap=0)
+    body = " ".join(f"Sentence {i} talks about fins, cells and growth after an injury." for i in range(30))
+    indexer.put(
+        indexer.make_document(
+            doc_id="d1", source="d1", text=f"Zebrafish regeneration\n\n{body}", title="Zebrafish regeneration"
+        )
+    )
+    snapshot = store.snapshot()
+    assert len(snapshot.ids) > 2
+    later = [i for i, m in enumerate(snapshot.metadatas) if m["start"] > 0]
+    with_titles = HybridRetriever(store=store, embedder=embedder).lexical().bm25.scores("zebrafish")
+    without = HybridRetriever(store=store, embedder=embedder, bm25_titles=False).lexical().bm25.scores("zebrafish")
+    assert all(with_titles[i] > 0 for i in later)
+    assert all(without[i] == 0 for i in later)
+    # The passages keep the chunk's own text: the title only feeds BM25.
+    passages = HybridRetriever(store=store, embedder=embedder).retrieve("zebrafish", top_k=len(snapshot.ids))
+    assert {p.text for p in passages} <= set(snapshot.texts)
