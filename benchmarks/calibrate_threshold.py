@@ -83,7 +83,7 @@ def seed_scores(embedder: SentenceTransformerEmbedder, work: Path) -> tuple[list
         item = json.loads(line)
         q_emb = embedder.embed_query(item["question"])
         passages = service.retriever.retrieve(item["question"], top_k=settings.top_k, query_embedding=q_emb)
-        score = service.answerer.answer(item["question"], passages, q_emb).best_score
+        score = service.answer_passages(item["question"], passages, q_emb).best_score
         (off if item.get("unanswerable") else on).append(score)
     return on, off
 
@@ -139,7 +139,7 @@ def main() -> None:
             by_group[group].append(item.id)
             q_emb = service.embedder.embed_query(item.question)
             passages = service.retriever.retrieve(item.question, top_k=settings.top_k, query_embedding=q_emb)
-            scores[group].append(service.answerer.answer(item.question, passages, q_emb).best_score)
+            scores[group].append(service.answer_passages(item.question, passages, q_emb).best_score)
             if all(len(by_group[g]) >= args.per_group for g in groups):
                 break
         seed_on, seed_off = seed_scores(embedder, work / "seeds")

@@ -81,7 +81,8 @@ def main() -> None:
             "questions": len(items),
             "max_answer_sentences": n,
             "top_k": settings.top_k,
-            "min_answer_score": settings.min_answer_score,
+            "min_answer_score": settings.answer_threshold,
+            "sentence_vectors": settings.sentence_vectors,
         }
         run = evaluate(items, ask=ask, rank=rank, progress=sys.stderr.isatty(), setup=setup)
         out = args.out / f"{args.half}-{n}sent"

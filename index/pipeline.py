@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -12,13 +13,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_text
 from rag.errors import UnsupportedFile
 from rag.retrieve import Embedder
 from rag.store import ChromaStore
-from rag.text import content_hash, normalize_text
-from rag.types import Document
+from rag.text import content_hash, normalize_text, sentence_spans
+from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class Indexer:
     def put(self, document: Document) -> int:
         """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
         chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
-        vectors = self.embedder.embed([c.text for c in chunks], batch_size=self.batch_size)
+        chunks, vectors = self._embed(chunks)
         self.store.replace_document(document, chunks, vectors)
         return len(chunks)
 
@@ -103,6 +106,19 @@ class Indexer:
             chunks = self.put(document)
         status = "updated" if previous is not None else "added"
         return IngestResult(status, document.doc_id, document.content_hash, chunks)
+
+    def _embed(self, chunks: list[Chunk]) -> tuple[list[Chunk], np.ndarray]:
+        """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""
+        texts = [c.text for c in chunks]
+        embed_chunks = getattr(self.embedder, "embed_chunks", None)
+        if embed_chunks is None:
+            return chunks, self.embedder.embed(texts, batch_size=self.batch_size)
+        vectors, sentences = embed_chunks(texts, [sentence_spans(t) for t in texts])
+        with_sentences = [
+            dataclasses.replace(c, sentence_vectors=v.astype(np.float16))
+            for c, v in zip(chunks, sentences, strict=True)
+        ]
+        return with_sentences, vectors
 
     def put_many(self, documents: Iterable[Document], *, progress: Callable[[int], None] | None = None) -> int:
         """Store many documents, embedding their chunks in shared batches; returns the chunk count.
@@ -163,11 +179,11 @@ class Indexer:
                 if isinstance(item, _Failed):
                     raise item.exc
                 assert isinstance(item, list)
-                texts = [c.text for _, cs in item for c in cs]
-                vectors = self.embedder.embed(texts, batch_size=self.batch_size)
+                embedded, vectors = self._embed([c for _, cs in item for c in cs])
                 batch = []
                 at = 0
                 for document, chunks in item:
+                    chunks = embedded[at : at + len(chunks)]
                     batch.append((document, chunks, vectors[at : at + len(chunks)]))
                     at += len(chunks)
                     total += len(chunks)

@@ -170,6 +170,10 @@ class NumpyMiniLM:
 
     def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Normalised sentence vectors for a padded batch of token ids (batch, seq) with its attention mask."""
+        return mean_pool(self.hidden(ids, mask), mask)
+
+    def hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The last layer's token states, (batch, seq, 384)."""
         from scipy.special import erf
 
         b, s = ids.shape
@@ -200,11 +204,37 @@ class NumpyMiniLM:
             out += f_b
             out += h
             h = self._ln(out, ln2)
-        h = h.reshape(b, s, d)
-        m = mask.astype(np.float32)[:, :, None]
-        pooled = (h * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return h.reshape(b, s, d)
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Masked mean over tokens, L2-normalised: sentence-transformers' pooling for this model."""
+    m = mask.astype(np.float32)[:, :, None]
+    pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    return normalize_rows(pooled)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def span_token_ranges(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For each character span, the [first, last) token positions whose characters overlap it (specials excluded)."""
+    ranges = []
+    for start, end in spans:
+        toks = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
+        ranges.append((toks[0], toks[-1] + 1) if toks else (0, 0))
+    return ranges
+
+
+def pool_spans(hidden: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    """In-context span vectors: the mean of a span's token states within its chunk, L2-normalised."""
+    out = np.zeros((len(ranges), hidden.shape[-1]), dtype=np.float32)
+    for k, (a, b) in enumerate(ranges):
+        if b > a:
+            out[k] = hidden[a:b].mean(0)
+    return normalize_rows(out)
 
 
 @lru_cache(maxsize=1)
@@ -323,15 +353,35 @@ class SentenceTransformerEmbedder:
         """Embed one question."""
         return self._embed_numpy([text])[0]
 
-    def _embed_numpy(self, texts: list[str]) -> np.ndarray:
+    def embed_chunks(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Embed chunks and, from the same forward pass, each chunk's sentence spans (in-context vectors).
+
+        A span's vector is the mean of its tokens' states inside the chunk, so answering can score sentences without
+        running the model again at query time; it costs nothing extra at ingestion.
+        """
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32), []
+        encodings = _model_tokenizer().encode_batch(texts, add_special_tokens=True)
+        ranges = [span_token_ranges(e.offsets, sp) for e, sp in zip(encodings, spans, strict=True)]
+        ids = [e.ids for e in encodings]
+        if len(texts) <= SMALL_BATCH or not _torch_available():
+            return self._embed_numpy(texts, ids=ids, ranges=ranges)
+        return self._embed_torch(texts, ids=ids, ranges=ranges)
+
+    def _embed_numpy(self, texts: list[str], *, ids: list[list[int]] | None = None, ranges: Any = None) -> Any:
         self.load()
         assert self._numpy is not None
-        ids = encode_ids(texts)
+        ids = ids if ids is not None else encode_ids(texts)
         out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+        spans_out: list[np.ndarray] = [np.zeros((0, DIMENSIONS), dtype=np.float32)] * len(texts)
         for batch in token_batches([len(r) for r in ids], batch_tokens=BATCH_TOKENS_CPU, max_batch=256):
             tok, mask = _pad([ids[i] for i in batch])
-            out[batch] = self._numpy.forward(tok, mask)
-        return out
+            hidden = self._numpy.hidden(tok, mask)
+            out[batch] = mean_pool(hidden, mask)
+            if ranges is not None:
+                for row, i in enumerate(batch):
+                    spans_out[i] = pool_spans(hidden[row], ranges[i])
+        return (out, spans_out) if ranges is not None else out
 
     def _load_torch(self) -> Any:
         if self._torch_model is None:
@@ -341,13 +391,14 @@ class SentenceTransformerEmbedder:
                     self._torch_model = _load_torch_model(device, precision)
         return self._torch_model
 
-    def _embed_torch(self, texts: list[str]) -> np.ndarray:
+    def _embed_torch(self, texts: list[str], *, ids: list[list[int]] | None = None, ranges: Any = None) -> Any:
         import torch
 
         model = self._load_torch()
         device, _ = self._resolve()
-        ids = encode_ids(texts)
+        ids = ids if ids is not None else encode_ids(texts)
         out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+        spans_out: list[np.ndarray] = [np.zeros((0, DIMENSIONS), dtype=np.float32)] * len(texts)
         budget = BATCH_TOKENS_CUDA if device == "cuda" else BATCH_TOKENS_CPU
         with torch.inference_mode():
             for batch in token_batches([len(r) for r in ids], batch_tokens=budget, max_batch=1024):
@@ -359,7 +410,11 @@ class SentenceTransformerEmbedder:
                 pooled = (hidden * m).sum(1).float() / m.float().sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, dim=1)
                 out[batch] = pooled.cpu().numpy()
-        return out
+                if ranges is not None:
+                    states = hidden.float().cpu().numpy()
+                    for row, i in enumerate(batch):
+                        spans_out[i] = pool_spans(states[row], ranges[i])
+        return (out, spans_out) if ranges is not None else out
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.bm25 import BM25Index
-from rag.store import ChromaStore, ChunkSnapshot
+from rag.store import SENTENCE_VECTORS, ChromaStore, ChunkSnapshot
 from rag.types import Passage
 
 RRF_K = 60
@@ -153,7 +153,7 @@ class HybridRetriever:
 
 def _passage(chunk_id: str, entry: dict[str, Any], score: float) -> Passage:
     meta = entry["meta"]
-    return Passage(
+    passage = Passage(
         chunk_id=chunk_id,
         doc_id=str(meta["doc_id"]),
         source=str(meta.get("source", "")),
@@ -164,3 +164,5 @@ def _passage(chunk_id: str, entry: dict[str, Any], score: float) -> Passage:
         dense_score=entry.get("dense"),
         bm25_score=entry.get("bm25"),
     )
+    passage._sentence_vectors = meta.get(SENTENCE_VECTORS)
+    return passage

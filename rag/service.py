@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.answer import MAX_SENTENCES, Extract, ExtractiveAnswerer
-from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K, Settings
+from rag.config import DEFAULT_SENTENCE_VECTORS, MAX_QUESTION_CHARS, MAX_TOP_K, Settings
 from rag.embedding import DIMENSIONS, SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
 from rag.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
@@ -21,8 +21,8 @@ from rag.generate import Generated, GeneratedAnswerer
 from rag.judge import SupportJudge
 from rag.llm import OpenAIChatLLM
 from rag.retrieve import HybridRetriever
-from rag.store import ChromaStore
-from rag.text import text_deltas
+from rag.store import ChromaStore, decode_vectors
+from rag.text import sentence_spans, text_deltas
 from rag.types import Answer, DocumentInfo, Passage
 
 # 20k sentences x 384 float32 = 30 MB.
@@ -56,8 +56,11 @@ class RAGService:
         max_answer_sentences: int = MAX_SENTENCES,
         llm: OpenAIChatLLM | None = None,
         drop_unsupported: bool = False,
+        sentence_vectors: str = DEFAULT_SENTENCE_VECTORS,
     ) -> None:
         self.store = store
+        # "stored": answer with the in-context sentence vectors kept with each chunk; "query": embed sentences now.
+        self.use_stored_sentence_vectors = sentence_vectors == "stored"
         self.embedder = embedder
         self.default_top_k = default_top_k
         self.retriever = HybridRetriever(store=store, embedder=embedder)
@@ -88,11 +91,12 @@ class RAGService:
         return cls(
             store=open_store(settings, tenant=tenant),
             embedder=embedder or SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
-            min_answer_score=settings.min_answer_score,
+            min_answer_score=settings.answer_threshold,
             default_top_k=settings.top_k,
             max_answer_sentences=settings.max_answer_sentences,
             llm=build_llm(settings),
             drop_unsupported=settings.llm_drop_unsupported,
+            sentence_vectors=settings.sentence_vectors,
         )
 
     def ready(self) -> bool:
@@ -158,7 +162,7 @@ class RAGService:
         t2 = time.perf_counter()
         # The extractive answer is computed even when a model will write the answer: its evidence score gates a
         # refusal (calibrated, and no model call for off-topic questions) and it is the fallback.
-        extract = self.answerer.answer(resolved.text, passages, q_emb)
+        extract = self.answer_passages(resolved.text, passages, q_emb)
         t3 = time.perf_counter()
         timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2))
         return _Prepared(
@@ -181,6 +185,12 @@ class RAGService:
                 observer(answer)
             except Exception:
                 log.exception("answer observer failed")
+
+    def answer_passages(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Extract:
+        """The extractive answer from retrieved passages (with their stored sentence vectors in "stored" mode)."""
+        if self.use_stored_sentence_vectors:
+            self.sentence_vectors.prefill(passages)
+        return self.answerer.answer(question, passages, question_embedding)
 
     def list_documents(self) -> list[DocumentInfo]:
         return self.store.list_documents()
@@ -208,6 +218,26 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    def prefill(self, passages: Sequence[Passage]) -> None:
+        """Remember the in-context sentence vectors stored with these passages' chunks (computed at ingestion),
+        so the answerer does not run the model over them; passages indexed without them are embedded on demand."""
+        fresh: list[tuple[str, np.ndarray]] = []
+        for passage in passages:
+            blob = passage._sentence_vectors
+            if not blob:
+                continue
+            spans = sentence_spans(passage.text)
+            vectors = decode_vectors(blob)
+            if len(spans) != len(vectors):
+                continue  # stored by another sentence splitter: do not guess
+            fresh.extend((passage.text[s:e], v) for (s, e), v in zip(spans, vectors, strict=True))
+        with self._lock:
+            for text, vector in fresh:
+                if text not in self._items:
+                    self._items[text] = vector
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         with self._lock:

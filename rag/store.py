@@ -355,7 +355,7 @@ class ChromaStore:
 
 
 def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
-    return {
+    meta: dict[str, Any] = {
         "doc_id": chunk.doc_id,
         "source": chunk.source,
         "start": chunk.start,
@@ -363,6 +363,26 @@ def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
         "index": chunk.index,
         "content_hash": document.content_hash,
     }
+    if chunk.sentence_vectors is not None and len(chunk.sentence_vectors):
+        meta[SENTENCE_VECTORS] = encode_vectors(chunk.sentence_vectors)
+    return meta
+
+
+SENTENCE_VECTORS = "sentence_vectors"
+
+
+def encode_vectors(vectors: np.ndarray) -> str:
+    """A (n, 384) array as base64 float16 (Chroma metadata holds only scalars and strings)."""
+    import base64
+
+    return base64.b64encode(np.ascontiguousarray(vectors, dtype=np.float16).tobytes()).decode("ascii")
+
+
+def decode_vectors(blob: str, dimensions: int = 384) -> np.ndarray:
+    """The inverse of encode_vectors, as float32."""
+    import base64
+
+    return np.frombuffer(base64.b64decode(blob), dtype=np.float16).reshape(-1, dimensions).astype(np.float32)
 
 
 def _info(doc_id: str, meta: Any) -> DocumentInfo:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Chunk:
     end: int
     index: int
     content_hash: str = ""
+    # In-context vectors of the chunk's sentences (rag.text.sentence_spans order), float16; empty if not computed.
+    sentence_vectors: Any = None
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Passage(BaseModel):
     score: float = Field(description="Fused retrieval score (higher is better).")
     dense_score: float | None = Field(None, description="Cosine similarity to the question, if retrieved densely.")
     bm25_score: float | None = Field(None, description="BM25 score, if retrieved lexically.")
+    # The chunk's in-context sentence vectors as stored (encoded), for the answerer; never serialised.
+    _sentence_vectors: str | None = PrivateAttr(default=None)
 
 
 class Citation(BaseModel):

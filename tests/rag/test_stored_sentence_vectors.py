@@ -1,0 +1,65 @@
+"""In-context sentence vectors: computed at ingestion, stored with each chunk in Chroma, used by the answerer in
+"stored" mode so that answering runs the model over no sentence (RAG_SENTENCE_VECTORS=stored)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from rag.service import RAGService
+from rag.store import decode_vectors, encode_vectors
+from rag.text import sentence_spans
+from tests.conftest import SEEDS
+
+
+def _on_topic_questions() -> list[str]:
+    lines = (SEEDS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(x)["question"] for x in lines if x.strip() and not json.loads(x).get("unanswerable")]
+
+
+def test_encode_decode_round_trip_is_fp16_exact() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5, 384)).astype(np.float32)
+    decoded = decode_vectors(encode_vectors(vectors))
+    assert decoded.dtype == np.float32 and decoded.shape == (5, 384)
+    np.testing.assert_array_equal(decoded, vectors.astype(np.float16).astype(np.float32))
+
+
+def test_stored_vectors_round_trip_through_chroma(seeded_settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    service = RAGService.from_settings(seeded_settings, embedder=embedder)
+    question = _on_topic_questions()[0]
+    passages = service.retriever.retrieve(question, top_k=5, query_embedding=embedder.embed_query(question))
+    assert passages
+    for passage in passages:
+        spans = sentence_spans(passage.text)
+        stored = decode_vectors(passage._sentence_vectors)
+        assert stored.shape == (len(spans), 384)
+        # The same chunk embedded again gives the same in-context vectors, up to fp16 rounding.
+        _, fresh = embedder.embed_chunks([passage.text], [spans])
+        np.testing.assert_allclose(stored, fresh[0], atol=2e-3)
+        np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=2e-3)
+        # An in-context vector is about its own sentence: on average closer to that sentence embedded alone than to
+        # the chunk's other sentences (it also absorbs its context, so not always; see README "Sentence vectors").
+        alone = embedder.embed([passage.text[s:e] for s, e in spans])
+        if len(spans) > 1:
+            sims = stored @ alone.T
+            off_diagonal = sims[~np.eye(len(spans), dtype=bool)]
+            assert np.diag(sims).mean() > off_diagonal.mean() + 0.1
+
+
+def test_stored_mode_answers_without_embedding_sentences(seeded_settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    stored = RAGService.from_settings(
+        seeded_settings.model_copy(update={"sentence_vectors": "stored"}), embedder=embedder
+    )
+    query = RAGService.from_settings(seeded_settings, embedder=embedder)
+    store_text = {}
+    for question in _on_topic_questions():
+        answer = stored.ask(question)
+        for c in answer.citations:
+            if c.doc_id not in store_text:
+                store_text[c.doc_id] = stored.get_document(c.doc_id).text
+            assert store_text[c.doc_id][c.start : c.end] == c.quote  # offsets stay exact
+        query.ask(question)
+    assert stored.sentence_vectors.misses == 0  # every sentence vector came from the store
+    assert query.sentence_vectors.misses > 0  # the default mode embeds sentences at question time
