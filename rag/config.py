@@ -26,7 +26,7 @@ DEFAULT_CHUNK_OVERLAP = 32
 # Calibrated on data by benchmarks/calibrate_threshold.py (see README, "No-answer threshold").
 DEFAULT_MIN_ANSWER_SCORE = 0.48
 # The same calibration with RAG_SENTENCE_VECTORS=stored (in-context vectors score lower; README, "Sentence vectors").
-DEFAULT_MIN_ANSWER_SCORE_STORED = 0.48
+DEFAULT_MIN_ANSWER_SCORE_STORED = 0.405
 DEFAULT_MAX_ANSWER_SENTENCES = 3
 # A generated answer that takes longer than this falls back to the extractive one.
 DEFAULT_LLM_TIMEOUT_S = 30.0

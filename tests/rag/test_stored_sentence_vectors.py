@@ -13,9 +13,13 @@ from rag.text import sentence_spans
 from tests.conftest import SEEDS
 
 
+def _seed_questions(*, unanswerable: bool) -> list[str]:
+    items = [json.loads(x) for x in (SEEDS / "questions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    return [x["question"] for x in items if bool(x.get("unanswerable")) == unanswerable]
+
+
 def _on_topic_questions() -> list[str]:
-    lines = (SEEDS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(x)["question"] for x in lines if x.strip() and not json.loads(x).get("unanswerable")]
+    return _seed_questions(unanswerable=False)
 
 
 def test_encode_decode_round_trip_is_fp16_exact() -> None:
@@ -56,10 +60,13 @@ def test_stored_mode_answers_without_embedding_sentences(seeded_settings, embedd
     store_text = {}
     for question in _on_topic_questions():
         answer = stored.ask(question)
+        assert not answer.no_answer, question  # the stored mode's own calibrated threshold answers on-topic seeds
         for c in answer.citations:
             if c.doc_id not in store_text:
                 store_text[c.doc_id] = stored.get_document(c.doc_id).text
             assert store_text[c.doc_id][c.start : c.end] == c.quote  # offsets stay exact
         query.ask(question)
+    for question in _seed_questions(unanswerable=True):
+        assert stored.ask(question).no_answer, question
     assert stored.sentence_vectors.misses == 0  # every sentence vector came from the store
     assert query.sentence_vectors.misses > 0  # the default mode embeds sentences at question time
