@@ -154,18 +154,10 @@ class ChromaServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.time() + timeout
-        import httpx
+        from tests.processes import wait_until_ok
 
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"chroma run exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        if wait_until_ok(self.process, f"{self.url}/api/v2/heartbeat", timeout=timeout, interval=0.2):
+            return self
         self.stop()
         raise RuntimeError("chroma run did not answer its heartbeat in time")
 

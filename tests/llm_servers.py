@@ -15,13 +15,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import free_port
+from tests.processes import wait_until_ok
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STARTUP_S = 180
@@ -53,16 +51,9 @@ class LlamaServer:
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the model server exited: {self.log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        log_tail = lambda: self.log_path.read_text(errors="replace")[-2000:]  # noqa: E731
+        if wait_until_ok(self.process, f"{self.base_url}/models", timeout=STARTUP_S, interval=0.5, exited=log_tail):
+            return self
         self.__exit__()
         raise RuntimeError(f"the model server did not start in {STARTUP_S} s")
 

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.conftest import ROOT, ChromaServer, free_port, make_settings
+from tests.processes import wait_until_ok
 
 ALPHA = "Alpha reactors run on molten salt. They were first tested in 1965 at Oak Ridge."
 QUESTION = "When were alpha reactors first tested?"
@@ -83,16 +84,8 @@ class ApiProcess:
         )
 
     def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"replica exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        if wait_until_ok(self.process, f"{self.url}/health", timeout=timeout):
+            return
         raise RuntimeError("replica did not start in time")
 
     def stop(self) -> None:
