@@ -19,9 +19,9 @@ from rag.config import Settings
 
 def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     """Run one evaluation as the CLI arguments describe; returns the exit code."""
-    from rag.evaluate import evaluate, service_callables
-    from rag.references import is_beir, load_references
-    from rag.report import render_html
+    from rag.evaluation.metrics import evaluate, service_callables
+    from rag.evaluation.references import is_beir, load_references
+    from rag.evaluation.report import render_html
 
     progress = not args.quiet and sys.stderr.isatty()
     items = load_references(args.references, split=args.split, limit=args.limit)
@@ -64,7 +64,7 @@ def index_for_eval(settings: Settings, corpus: Path, *, progress: bool) -> str:
     """Index a BEIR corpus or a folder of files into the settings' store; returns the one-line summary."""
     from index.corpus import index_corpus
     from index.pipeline import Indexer
-    from rag.references import is_beir
+    from rag.evaluation.references import is_beir
     from rag.service import open_store
 
     indexer = Indexer(

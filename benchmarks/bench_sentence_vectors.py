@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bench  # noqa: E402
 from benchmarks.eval_squad import article_halves  # noqa: E402
-from rag.references import iter_corpus, load_beir  # noqa: E402
+from rag.evaluation.references import iter_corpus, load_beir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("query", "stored")

@@ -31,7 +31,7 @@ from index.corpus import index_corpus  # noqa: E402
 from index.pipeline import Indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
-from rag.references import iter_corpus, load_beir  # noqa: E402
+from rag.evaluation.references import iter_corpus, load_beir  # noqa: E402
 from rag.service import RAGService, open_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,9 +27,9 @@ from index.corpus import index_corpus  # noqa: E402
 from index.pipeline import Indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
-from rag.evaluate import distinct_docs, hit_at, mrr_at, ndcg_at, recall_at  # noqa: E402
-from rag.references import load_beir  # noqa: E402
-from rag.retrieve import HybridRetriever  # noqa: E402
+from rag.evaluation.metrics import distinct_docs, hit_at, mrr_at, ndcg_at, recall_at  # noqa: E402
+from rag.evaluation.references import load_beir  # noqa: E402
+from rag.retrieval.hybrid import HybridRetriever  # noqa: E402
 from rag.service import open_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

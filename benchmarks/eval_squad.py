@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.evaluation import _service, index_for_eval  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.evaluate import evaluate, service_callables  # noqa: E402
-from rag.references import iter_corpus, load_beir  # noqa: E402
-from rag.report import render_html  # noqa: E402
+from rag.evaluation.metrics import evaluate, service_callables  # noqa: E402
+from rag.evaluation.references import iter_corpus, load_beir  # noqa: E402
+from rag.evaluation.report import render_html  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ left out of the fit (the issue asks for support against non-evidence) and report
 lexical and cannot tell a contradiction from a support, and the figure says so.
 
     python benchmarks/train_judge.py                 # fit on train, report on test, print the figures
-    python benchmarks/train_judge.py --write         # ... and rewrite rag/judge_weights.py
+    python benchmarks/train_judge.py --write         # ... and rewrite rag/answering/judge_weights.py
 
 Sentence numbers in SciFact's evidence index the original abstract's sentences; BEIR joined them with spaces and we
 split them again with rag.text.sentence_spans. The two splits agree on most abstracts; abstracts where they
@@ -26,12 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rag.answering.judge import FEATURES, features  # noqa: E402
 from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
-from rag.judge import FEATURES, features  # noqa: E402
 from rag.text import sentence_spans  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "scifact"
-WEIGHTS = ROOT / "rag" / "judge_weights.py"
+WEIGHTS = ROOT / "rag" / "answering" / "judge_weights.py"
 
 
 @dataclass
@@ -112,7 +112,7 @@ def abstract_recall(pairs: Pairs, scores: np.ndarray, threshold: float) -> float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR SciFact folder")
-    parser.add_argument("--write", action="store_true", help="rewrite rag/judge_weights.py with the fit")
+    parser.add_argument("--write", action="store_true", help="rewrite rag/answering/judge_weights.py with the fit")
     args = parser.parse_args(argv)
     from sklearn.linear_model import LogisticRegression
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from index.pipeline import Indexer, IndexReport, _progress
-from rag.references import CorpusDocument, iter_corpus
+from rag.evaluation.references import CorpusDocument, iter_corpus
 
 
 def index_corpus(

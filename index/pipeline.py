@@ -18,7 +18,7 @@ import numpy as np
 from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_text
 from rag.errors import UnsupportedFile
-from rag.retrieve import Embedder
+from rag.retrieval.hybrid import Embedder
 from rag.store import ChromaStore
 from rag.text import content_hash, normalize_text, sentence_spans
 from rag.types import Chunk, Document

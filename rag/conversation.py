@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from rag.errors import ConversationNotFound, InvalidMessage
-from rag.followup import PriorTurn, history_from_exchanges
+from rag.retrieval.followup import PriorTurn, history_from_exchanges
 from rag.service import RAGService, validate_question
 from rag.types import Answer
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.answer import MAX_SENTENCES, Extract, ExtractiveAnswerer
+from rag.answering.extractive import MAX_SENTENCES, Extract, ExtractiveAnswerer
+from rag.answering.generated import Generated, GeneratedAnswerer
+from rag.answering.judge import SupportJudge
+from rag.answering.llm import OpenAIChatLLM
 from rag.config import DEFAULT_SENTENCE_VECTORS, MAX_QUESTION_CHARS, MAX_TOP_K, Settings
 from rag.embedding import DIMENSIONS, SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
-from rag.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
-from rag.generate import Generated, GeneratedAnswerer
-from rag.judge import SupportJudge
-from rag.llm import OpenAIChatLLM
-from rag.retrieve import HybridRetriever
+from rag.retrieval.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
+from rag.retrieval.hybrid import HybridRetriever
 from rag.store import ChromaStore, decode_vectors
 from rag.text import sentence_spans, text_deltas
 from rag.types import Answer, DocumentInfo, Passage

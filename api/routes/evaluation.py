@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ERRORS, get_service
 from rag.config import MAX_EVAL_ITEMS, MAX_TOP_K
-from rag.references import InvalidReferences, ReferenceItem
+from rag.evaluation.references import InvalidReferences, ReferenceItem
 from rag.service import RAGService
 
 router = APIRouter(tags=["evaluation"])
@@ -60,7 +60,7 @@ async def evaluate_inline(body: EvalRequest, service: RAGService = Depends(get_s
 def _run(service: RAGService, body: EvalRequest) -> EvalResponse:
     from dataclasses import asdict
 
-    from rag.evaluate import evaluate, service_callables
+    from rag.evaluation.metrics import evaluate, service_callables
 
     items = [ReferenceItem(**item.model_dump()) for item in body.items]
     ask, rank = service_callables(service, top_k=body.top_k)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from index.pipeline import Indexer
-from rag.retrieve import HybridRetriever
+from rag.retrieval.hybrid import HybridRetriever
 from rag.service import open_store
 from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings
 

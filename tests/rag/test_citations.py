@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.citations import CitationChecker, clean_sentence, split_sentences
+from rag.answering.citations import CitationChecker, clean_sentence, split_sentences
+from rag.answering.judge import SupportJudge, features, numbers
 from rag.embedding import SentenceTransformerEmbedder
-from rag.judge import SupportJudge, features, numbers
 from rag.types import Passage
 
 DOC_A = (

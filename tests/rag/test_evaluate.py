@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import InvalidInput
-from rag.evaluate import (
+from rag.evaluation.metrics import (
     aggregate,
     answer_sentences,
     citation_scores,
@@ -28,7 +28,7 @@ from rag.evaluate import (
     strip_markers,
     token_f1,
 )
-from rag.references import ReferenceItem, iter_corpus, load_beir, load_jsonl, load_references
+from rag.evaluation.references import ReferenceItem, iter_corpus, load_beir, load_jsonl, load_references
 from rag.types import Answer, Citation
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from rag.conversation import split_messages
 from rag.errors import InvalidMessage, InvalidQuestion
-from rag.followup import PriorTurn, history_from_exchanges, resolve_followup
+from rag.retrieval.followup import PriorTurn, history_from_exchanges, resolve_followup
 
 ALIPIO = [PriorTurn(question="Who is Alipio?", quotes=("the killings of Alejandro Borda Casafranca, alias Alipio",))]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from rag.answering.generated import FENCE_CLOSE, FENCE_OPEN, build_messages, instruction_sentences
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
-from rag.generate import FENCE_CLOSE, FENCE_OPEN, build_messages, instruction_sentences
 from rag.service import RAGService
 from rag.types import Answer, Passage
 from tests.conftest import SEED_DOC_ID, copy_seeds, free_port, index_folder, make_settings

@@ -14,11 +14,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rag.answer import REFUSAL, Extract
-from rag.citations import CheckedSentence, CitationChecker, GeneratedSentence, split_sentences
+from rag.answering.citations import CheckedSentence, CitationChecker, GeneratedSentence, split_sentences
+from rag.answering.extractive import REFUSAL, Extract
+from rag.answering.judge import SupportJudge
+from rag.answering.llm import Message, OpenAIChatLLM
 from rag.errors import LLMUnavailable
-from rag.judge import SupportJudge
-from rag.llm import Message, OpenAIChatLLM
 from rag.text import sentence_spans, text_deltas
 from rag.types import Citation, Passage, SentenceVerdict
 

@@ -7,7 +7,7 @@ import html
 import io
 from typing import Any
 
-from rag.evaluate import EvaluationRun, QuestionResult
+from rag.evaluation.metrics import EvaluationRun, QuestionResult
 
 WORST = 15
 _ORDER = [

@@ -4,7 +4,7 @@ No NLI model is reachable without a hub, so the judge is a logistic regression o
 the MiniLM cosine between the sentence and each sentence of the passage, the share of the sentence's content
 terms (and their adjacent pairs) found there, whether its numbers appear there, and a negation mismatch. The
 coefficients and the threshold are fitted on SciFact (claims against their SUPPORT evidence sentences versus the
-other sentences of the same abstracts) by benchmarks/train_judge.py, which writes rag/judge_weights.py.
+other sentences of the same abstracts) by benchmarks/train_judge.py, which writes rag/answering/judge_weights.py.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag import judge_weights
+from rag.answering import judge_weights
 from rag.text import sentence_spans, terms, words
 
 FEATURES = ("bias", "cosine", "term_recall", "pair_recall", "numbers_found", "numbers_missing", "negation_mismatch")
 
 if tuple(judge_weights.FEATURES) != FEATURES:
-    raise ImportError("rag/judge_weights.py was fitted on other features: rerun benchmarks/train_judge.py --write")
+    raise ImportError(
+        "rag/answering/judge_weights.py was fitted on other features: rerun benchmarks/train_judge.py --write"
+    )
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _NEGATIONS = frozenset({"not", "no", "never", "none", "neither", "nor", "without", "cannot", "fails", "fail"})

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.references import ReferenceItem
+from rag.evaluation.references import ReferenceItem
 from rag.types import Answer
 
 RANK_DEPTH = 100

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.judge import SupportJudge
+from rag.answering.judge import SupportJudge
 from rag.text import sentence_spans
 from rag.types import Citation, Passage, SentenceVerdict
 

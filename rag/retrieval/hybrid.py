@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag.bm25 import BM25Index
+from rag.retrieval.bm25 import BM25Index
 from rag.store import SENTENCE_VECTORS, ChromaStore, ChunkSnapshot
 from rag.types import Passage
 

@@ -1,0 +1,1 @@
+"""Answering: the extractive and generated answerers, citation checking, the support judge, the model-server client."""

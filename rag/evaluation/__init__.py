@@ -1,0 +1,1 @@
+"""Evaluation: reference sets, metrics, and the HTML report."""

@@ -1,0 +1,1 @@
+"""Retrieval: BM25, hybrid dense + lexical fusion, follow-up question rewriting."""
