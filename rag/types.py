@@ -112,4 +112,9 @@ class Answer(BaseModel):
     supported_share: float | None = Field(
         None, description="Generated answers: share of the model's sentences the judge found supported; else null."
     )
+    confidence: float | None = Field(
+        None,
+        description="Estimated probability (0..1) that the answer is right, fitted on data and calibrated; an answer "
+        "below the operating point RAG_MIN_CONFIDENCE is a refusal. Null where no estimate was made.",
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage.")
