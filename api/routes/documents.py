@@ -17,9 +17,9 @@ from api.deps import ERRORS, get_service, get_tenant
 from api.errors import unsupported_media_type
 from api.schemas import (
     MAX_DOC_ID_CHARS,
-    DocumentDetail,
-    DocumentList,
+    DocumentListResponse,
     DocumentRequest,
+    DocumentResponse,
     DocumentSummary,
     IngestResponse,
 )
@@ -140,11 +140,11 @@ def _check_doc_id(doc_id: str) -> str:
     return doc_id
 
 
-@router.get("/documents", response_model=DocumentList, responses=ERRORS)
-async def list_documents(service: RAGService = Depends(get_service)) -> DocumentList:
+@router.get("/documents", response_model=DocumentListResponse, responses=ERRORS)
+async def list_documents(service: RAGService = Depends(get_service)) -> DocumentListResponse:
     """List the caller's indexed documents (id, source, chunk count, content hash)."""
     infos = await run_in_threadpool(service.list_documents)
-    return DocumentList(
+    return DocumentListResponse(
         documents=[
             DocumentSummary(
                 doc_id=i.doc_id, source=i.source, chunks=i.chunks, content_hash=i.content_hash, title=i.title
@@ -154,11 +154,11 @@ async def list_documents(service: RAGService = Depends(get_service)) -> Document
     )
 
 
-@router.get("/documents/{doc_id:path}", response_model=DocumentDetail, responses=ERRORS)
-async def get_document(doc_id: str, service: RAGService = Depends(get_service)) -> DocumentDetail:
+@router.get("/documents/{doc_id:path}", response_model=DocumentResponse, responses=ERRORS)
+async def get_document(doc_id: str, service: RAGService = Depends(get_service)) -> DocumentResponse:
     """Return one document with its full normalised text, so citation offsets can be highlighted."""
     info = await run_in_threadpool(service.get_document, doc_id)
-    return DocumentDetail(
+    return DocumentResponse(
         doc_id=info.doc_id,
         source=info.source,
         chunks=info.chunks,

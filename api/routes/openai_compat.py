@@ -79,7 +79,7 @@ class CompletionChoice(BaseModel):
     finish_reason: Literal["stop"] = "stop"
 
 
-class ChatCompletion(BaseModel):
+class ChatCompletionResponse(BaseModel):
     """OpenAI's chat.completion object, with citations on the message."""
 
     id: str
@@ -96,20 +96,20 @@ class ModelCard(BaseModel):
     owned_by: str
 
 
-class ModelList(BaseModel):
+class ModelListResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
 
-@router.get("/models", response_model=ModelList)
-async def list_models() -> ModelList:
+@router.get("/models", response_model=ModelListResponse)
+async def list_models() -> ModelListResponse:
     """List the one model the service answers as."""
-    return ModelList(data=[ModelCard(id=MODEL_ID, created=0, owned_by="cited-answers")])
+    return ModelListResponse(data=[ModelCard(id=MODEL_ID, created=0, owned_by="cited-answers")])
 
 
 @router.post(
     "/chat/completions",
-    response_model=ChatCompletion,
+    response_model=ChatCompletionResponse,
     responses={**ERRORS, 200: {"description": "chat.completion, or with stream=true SSE chunks and data: [DONE]"}},
 )
 async def chat_completions(body: ChatCompletionRequest, service: RAGService = Depends(get_service)):  # type: ignore[no-untyped-def]
@@ -120,7 +120,7 @@ async def chat_completions(body: ChatCompletionRequest, service: RAGService = De
     model = body.model or MODEL_ID
     if not body.stream:
         answer = await run_in_threadpool(service.ask, question, top_k=body.top_k, context=history)
-        return ChatCompletion(
+        return ChatCompletionResponse(
             id=completion_id,
             created=created,
             model=model,
