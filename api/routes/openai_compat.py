@@ -15,18 +15,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.deps import ERRORS, get_service
+from api.deps import ERRORS, ServiceDep
 from api.errors import error_body
 from api.routes.chat import SSE_HEADERS
 from rag.config import MAX_TOP_K
 from rag.conversation import split_messages
 from rag.errors import RAGError
-from rag.service import RAGService
 from rag.types import Answer, Citation, SentenceVerdict
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -112,7 +111,7 @@ async def list_models() -> ModelListResponse:
     response_model=ChatCompletionResponse,
     responses={**ERRORS, 200: {"description": "chat.completion, or with stream=true SSE chunks and data: [DONE]"}},
 )
-async def chat_completions(body: ChatCompletionRequest, service: RAGService = Depends(get_service)):  # type: ignore[no-untyped-def]
+async def chat_completions(body: ChatCompletionRequest, service: ServiceDep):  # type: ignore[no-untyped-def]
     """Answer the last user message with cited sentences, using the earlier messages as context."""
     question, history = split_messages([(m.role, m.text()) for m in body.messages])
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from api.deps import ERRORS, get_service
+from api.deps import ERRORS, ServiceDep
 from api.schemas import HealthResponse, ReadyResponse
 from rag.errors import StoreUnavailable
-from rag.service import RAGService
 
 router = APIRouter(tags=["operations"])
 
@@ -21,7 +20,7 @@ async def health() -> HealthResponse:
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={**ERRORS, 503: {"model": ReadyResponse}})
-async def ready(service: RAGService = Depends(get_service)) -> JSONResponse:
+async def ready(service: ServiceDep) -> JSONResponse:
     """Report whether the model is loaded and the caller's index is non-empty (503 until both hold)."""
     try:
         chunks = await run_in_threadpool(service.store.count_chunks)
