@@ -45,6 +45,6 @@ async def ready(service: ServiceDep) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **ERRORS},
 )
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests and latency per route and status, ingestion and answer-quality counters."""
+    """Report Prometheus metrics: requests and latency per route and status, ingestion and answer-quality counters."""
     metrics = request.app.state.metrics
     return Response(metrics.render(), media_type=metrics.content_type)
