@@ -1,10 +1,14 @@
 """FastAPI dependencies shared by the routers: who is calling (tenant), and that tenant's service.
 
 `authenticate` runs for every route (create_app installs it app-wide), so a router added later is protected
-without doing anything; `get_service` and `get_tenant` hand a route the caller's own tenant, never another's.
+without doing anything; `TenantDep`, `ServiceDep` and `ChatDep` hand a route the caller's own tenant (or its
+service, or its chat), never another's. Routes declare them as parameter types (`service: ServiceDep`), as the
+FastAPI full-stack template does, rather than as `Depends()` defaults.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.errors import forbidden, rate_limited, unauthorized
 from api.schemas import ErrorResponse
 from api.tenancy import LOCAL_TENANT, Tenant, TenantRegistry, key_id, retry_after_header
+from rag.conversation import ChatService
 from rag.service import RAGService
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -31,7 +36,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from RAG_API_KEYS
 
 
 def authenticate(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Tenant | None:
     """Resolve the caller's tenant from its bearer key (401 without a valid one), then apply its rate limit."""
     route = request.scope.get("route")
@@ -56,12 +61,24 @@ def authenticate(
     return registry.get(name)
 
 
-def get_tenant(tenant: Tenant | None = Depends(authenticate)) -> Tenant:
-    """The calling tenant (its service and indexer are bound to its own collection)."""
+def get_tenant(tenant: Annotated[Tenant | None, Depends(authenticate)]) -> Tenant:
+    """Return the calling tenant (its service and indexer are bound to its own collection)."""
     assert tenant is not None, "get_tenant used on a public route"
     return tenant
 
 
-def get_service(tenant: Tenant = Depends(get_tenant)) -> RAGService:
-    """The calling tenant's service."""
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
+
+
+def get_service(tenant: TenantDep) -> RAGService:
+    """Return the calling tenant's service."""
     return tenant.service
+
+
+def get_chat(tenant: TenantDep) -> ChatService:
+    """Return the calling tenant's chat service (its conversations and its collection only)."""
+    return tenant.chat
+
+
+ServiceDep = Annotated[RAGService, Depends(get_service)]
+ChatDep = Annotated[ChatService, Depends(get_chat)]

@@ -26,22 +26,27 @@ class EdgeError(Exception):
 
 
 def unauthorized(message: str) -> EdgeError:
+    """Refuse a request without a valid API key (401, with a Bearer challenge)."""
     return EdgeError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
 
 
 def forbidden(message: str) -> EdgeError:
+    """Refuse a request that reaches for another tenant (403)."""
     return EdgeError(403, "forbidden", message)
 
 
 def payload_too_large(limit: int) -> EdgeError:
+    """Refuse a request body over ``limit`` bytes (413); EdgeMiddleware sends it."""
     return EdgeError(413, "payload_too_large", f"the request body is over {limit} bytes: send a smaller one")
 
 
 def unsupported_media_type(message: str) -> EdgeError:
+    """Refuse a body of a media type or file type the route does not take (415)."""
     return EdgeError(415, "unsupported_media_type", message)
 
 
 def rate_limited(retry_after: str) -> EdgeError:
+    """Refuse a request over its key's rate limit (429, with Retry-After in seconds)."""
     return EdgeError(
         429,
         "rate_limited",
@@ -60,10 +65,12 @@ STATUS: list[tuple[type[RAGError], int]] = [
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """Build the one error body, {"detail": {"code", "message"}}."""
     return {"detail": {"code": code, "message": message}}
 
 
 def status_of(exc: RAGError) -> int:
+    """Return the HTTP status of a domain error (500 for one not in STATUS)."""
     for cls, status in STATUS:
         if isinstance(exc, cls):
             return status
@@ -71,7 +78,7 @@ def status_of(exc: RAGError) -> int:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as {"detail": {"code", "message"}}."""
+    """Make every error leave as {"detail": {"code", "message"}}."""
 
     @app.exception_handler(EdgeError)
     async def _edge_error(_: Request, exc: EdgeError) -> JSONResponse:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from api.errors import error_body
+from api.errors import error_body, payload_too_large
 from api.logs import request_id_var
 from api.metrics import Metrics
 
@@ -115,13 +115,13 @@ class EdgeMiddleware:
         return replay
 
     async def _send_413(self, send: Any) -> None:
-        payload = json.dumps(
-            error_body("payload_too_large", f"the request body is over {self.max_body} bytes: send a smaller one")
-        ).encode()
+        # Sent from here, not raised: the body is refused before the app (and its exception handlers) runs.
+        error = payload_too_large(self.max_body)
+        payload = json.dumps(error_body(error.code, error.message)).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": error.status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
             }
         )

@@ -56,13 +56,15 @@ class DocumentSummary(BaseModel):
     title: str = ""
 
 
-class DocumentDetail(DocumentSummary):
+class DocumentResponse(DocumentSummary):
     """An indexed document with its full normalised text: citation offsets index into `text`."""
 
     text: str
 
 
-class DocumentList(BaseModel):
+class DocumentListResponse(BaseModel):
+    """The caller's indexed documents, without their text."""
+
     documents: list[DocumentSummary]
 
 
@@ -77,11 +79,15 @@ class ErrorResponse(BaseModel):
     detail: ErrorDetail
 
 
-class Health(BaseModel):
+class HealthResponse(BaseModel):
+    """Liveness: the process is up."""
+
     status: str
 
 
-class Ready(BaseModel):
+class ReadyResponse(BaseModel):
+    """Readiness: the model is loaded and the caller's index holds chunks."""
+
     ready: bool
     model_loaded: bool
     chunks: int

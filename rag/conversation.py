@@ -7,18 +7,17 @@ the tenant that made it.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from rag.errors import ConversationNotFound, InvalidMessage
+from rag.errors import ConversationNotFound
 from rag.retrieval.followup import PriorTurn, history_from_exchanges
 from rag.service import RAGService, validate_question
 from rag.types import Answer
@@ -188,30 +187,3 @@ def _not_found(conversation_id: str) -> ConversationNotFound:
         f"no conversation with id {conversation_id!r}: it was deleted or never existed; "
         "omit conversation_id to start a new one"
     )
-
-
-ROLES = ("system", "developer", "user", "assistant")
-_MARKER = re.compile(r"\s*\[\d+\]")
-
-
-def split_messages(messages: Sequence[tuple[str, str]]) -> tuple[str, list[PriorTurn]]:
-    """A stateless chat (OpenAI-style (role, content) list) as (the question, the earlier turns as context).
-
-    The last message must come from the user: it is the question. Earlier user messages are the earlier
-    questions, each followed by the assistant's reply (its text, markers removed, stands in for the quotes it cited).
-    System and developer messages carry no evidence and are ignored.
-    """
-    turns = [(role, content) for role, content in messages if role not in ("system", "developer")]
-    for role, _ in turns:
-        if role not in ROLES:
-            raise InvalidMessage(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
-    if not turns or turns[-1][0] != "user":
-        raise InvalidMessage("the last message must come from the user (role 'user'): it is the question answered")
-    question = validate_question(turns[-1][1])
-    exchanges: list[tuple[str, list[str]]] = []
-    for role, content in turns[:-1]:
-        if role == "user" and content.strip():
-            exchanges.append((content.strip(), []))
-        elif role == "assistant" and exchanges and content.strip():
-            exchanges[-1][1].append(_MARKER.sub("", content).strip())
-    return question, history_from_exchanges(exchanges)

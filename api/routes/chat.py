@@ -5,26 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api.deps import ERRORS, get_tenant
+from api.deps import ERRORS, ChatDep
 from api.errors import error_body, status_of
 from api.schemas import ChatRequest, ChatResponse
-from api.tenancy import Tenant
-from rag.conversation import ChatService, Conversation
+from rag.conversation import Conversation
 from rag.errors import RAGError
 from rag.types import Answer
 
 router = APIRouter(tags=["chat"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def get_chat(tenant: Tenant = Depends(get_tenant)) -> ChatService:
-    """The calling tenant's chat service (its conversations and its collection only)."""
-    return tenant.chat
 
 
 @router.post(
@@ -40,7 +34,7 @@ def get_chat(tenant: Tenant = Depends(get_tenant)) -> ChatService:
         },
     },
 )
-async def chat(body: ChatRequest, chat: ChatService = Depends(get_chat)) -> Response:
+async def chat(body: ChatRequest, chat: ChatDep) -> Response:
     """Answer a message in a conversation (a new one without conversation_id); follow-ups use the earlier turns."""
     if not body.stream:
         conversation_id, answer = await run_in_threadpool(
@@ -56,13 +50,13 @@ async def chat(body: ChatRequest, chat: ChatService = Depends(get_chat)) -> Resp
 
 
 @router.get("/conversations/{conversation_id}", response_model=Conversation, responses=ERRORS)
-async def get_conversation(conversation_id: str, chat: ChatService = Depends(get_chat)) -> Conversation:
+async def get_conversation(conversation_id: str, chat: ChatDep) -> Conversation:
     """Return a conversation's turns, each with its full answer and citations."""
     return await run_in_threadpool(chat.get, conversation_id)
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204, responses=ERRORS)
-async def delete_conversation(conversation_id: str, chat: ChatService = Depends(get_chat)) -> Response:
+async def delete_conversation(conversation_id: str, chat: ChatDep) -> Response:
     """Delete a conversation and its turns."""
     await run_in_threadpool(chat.delete, conversation_id)
     return Response(status_code=204)

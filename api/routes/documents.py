@@ -7,26 +7,25 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import ERRORS, get_service, get_tenant
+from api.deps import ERRORS, ServiceDep, TenantDep
 from api.errors import unsupported_media_type
 from api.schemas import (
     MAX_DOC_ID_CHARS,
-    DocumentDetail,
-    DocumentList,
+    DocumentListResponse,
     DocumentRequest,
+    DocumentResponse,
     DocumentSummary,
     IngestResponse,
 )
 from api.tenancy import Tenant
 from index.loaders import SUPPORTED, LoadError, text_from_bytes
 from rag.errors import InvalidInput
-from rag.service import RAGService
 from rag.text import content_hash, normalize_text
 from rag.types import Document
 
@@ -64,7 +63,7 @@ _ADD_BODY: dict[str, Any] = {
     },
     openapi_extra=_ADD_BODY,
 )
-async def add_document(request: Request, tenant: Tenant = Depends(get_tenant)) -> JSONResponse:
+async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     """Add or replace a document from JSON text or an uploaded file; the same content again changes nothing."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
@@ -140,11 +139,11 @@ def _check_doc_id(doc_id: str) -> str:
     return doc_id
 
 
-@router.get("/documents", response_model=DocumentList, responses=ERRORS)
-async def list_documents(service: RAGService = Depends(get_service)) -> DocumentList:
+@router.get("/documents", response_model=DocumentListResponse, responses=ERRORS)
+async def list_documents(service: ServiceDep) -> DocumentListResponse:
     """List the caller's indexed documents (id, source, chunk count, content hash)."""
     infos = await run_in_threadpool(service.list_documents)
-    return DocumentList(
+    return DocumentListResponse(
         documents=[
             DocumentSummary(
                 doc_id=i.doc_id, source=i.source, chunks=i.chunks, content_hash=i.content_hash, title=i.title
@@ -154,11 +153,11 @@ async def list_documents(service: RAGService = Depends(get_service)) -> Document
     )
 
 
-@router.get("/documents/{doc_id:path}", response_model=DocumentDetail, responses=ERRORS)
-async def get_document(doc_id: str, service: RAGService = Depends(get_service)) -> DocumentDetail:
+@router.get("/documents/{doc_id:path}", response_model=DocumentResponse, responses=ERRORS)
+async def get_document(doc_id: str, service: ServiceDep) -> DocumentResponse:
     """Return one document with its full normalised text, so citation offsets can be highlighted."""
     info = await run_in_threadpool(service.get_document, doc_id)
-    return DocumentDetail(
+    return DocumentResponse(
         doc_id=info.doc_id,
         source=info.source,
         chunks=info.chunks,
@@ -169,7 +168,7 @@ async def get_document(doc_id: str, service: RAGService = Depends(get_service)) 
 
 
 @router.delete("/documents/{doc_id:path}", status_code=204, responses=ERRORS)
-async def delete_document(doc_id: str, request: Request, tenant: Tenant = Depends(get_tenant)) -> Response:
+async def delete_document(doc_id: str, request: Request, tenant: TenantDep) -> Response:
     """Delete one document and all its chunks (404 if the caller has no such document)."""
     await run_in_threadpool(tenant.service.delete_document, doc_id)
     metrics = getattr(request.app.state, "metrics", None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from api.deps import ERRORS, get_service
+from api.deps import ERRORS, ServiceDep
 from rag.config import MAX_EVAL_ITEMS, MAX_TOP_K
 from rag.evaluation.references import InvalidReferences, ReferenceItem
 from rag.service import RAGService
@@ -44,7 +44,7 @@ class EvalResponse(BaseModel):
 
 
 @router.post("/eval", response_model=EvalResponse, responses=ERRORS)
-async def evaluate_inline(body: EvalRequest, service: RAGService = Depends(get_service)) -> EvalResponse:
+async def evaluate_inline(body: EvalRequest, service: ServiceDep) -> EvalResponse:
     """Ask each reference question of the served index and score the answers, citations and refusals."""
     if len(body.items) > MAX_EVAL_ITEMS:
         raise InvalidReferences(

@@ -10,28 +10,33 @@ body ({"detail": {"code", "message"}}); OpenAI clients raise their usual status-
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import Literal, get_args
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.deps import ERRORS, get_service
+from api.deps import ERRORS, ServiceDep
 from api.errors import error_body
 from api.routes.chat import SSE_HEADERS
 from rag.config import MAX_TOP_K
-from rag.conversation import split_messages
-from rag.errors import RAGError
-from rag.service import RAGService
+from rag.errors import InvalidMessage, RAGError
+from rag.retrieval.followup import PriorTurn, history_from_exchanges
+from rag.service import validate_question
 from rag.types import Answer, Citation, SentenceVerdict
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
 MODEL_ID = "cited-answers"
+
+Role = Literal["system", "developer", "user", "assistant"]
+ROLES: tuple[str, ...] = get_args(Role)
+_MARKER = re.compile(r"\s*\[\d+\]")
 
 
 class ContentPart(BaseModel):
@@ -42,10 +47,11 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     """One message of the conversation, as in OpenAI's protocol."""
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Role
     content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
+        """Return the message's text, its parts joined."""
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
@@ -79,7 +85,7 @@ class CompletionChoice(BaseModel):
     finish_reason: Literal["stop"] = "stop"
 
 
-class ChatCompletion(BaseModel):
+class ChatCompletionResponse(BaseModel):
     """OpenAI's chat.completion object, with citations on the message."""
 
     id: str
@@ -96,23 +102,23 @@ class ModelCard(BaseModel):
     owned_by: str
 
 
-class ModelList(BaseModel):
+class ModelListResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
 
-@router.get("/models", response_model=ModelList)
-async def list_models() -> ModelList:
+@router.get("/models", response_model=ModelListResponse)
+async def list_models() -> ModelListResponse:
     """List the one model the service answers as."""
-    return ModelList(data=[ModelCard(id=MODEL_ID, created=0, owned_by="cited-answers")])
+    return ModelListResponse(data=[ModelCard(id=MODEL_ID, created=0, owned_by="cited-answers")])
 
 
 @router.post(
     "/chat/completions",
-    response_model=ChatCompletion,
+    response_model=ChatCompletionResponse,
     responses={**ERRORS, 200: {"description": "chat.completion, or with stream=true SSE chunks and data: [DONE]"}},
 )
-async def chat_completions(body: ChatCompletionRequest, service: RAGService = Depends(get_service)):  # type: ignore[no-untyped-def]
+async def chat_completions(body: ChatCompletionRequest, service: ServiceDep):  # type: ignore[no-untyped-def]
     """Answer the last user message with cited sentences, using the earlier messages as context."""
     question, history = split_messages([(m.role, m.text()) for m in body.messages])
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -120,7 +126,7 @@ async def chat_completions(body: ChatCompletionRequest, service: RAGService = De
     model = body.model or MODEL_ID
     if not body.stream:
         answer = await run_in_threadpool(service.ask, question, top_k=body.top_k, context=history)
-        return ChatCompletion(
+        return ChatCompletionResponse(
             id=completion_id,
             created=created,
             model=model,
@@ -129,6 +135,29 @@ async def chat_completions(body: ChatCompletionRequest, service: RAGService = De
     events = await run_in_threadpool(service.ask_stream, question, top_k=body.top_k, context=history)
     chunks = _chunks(events, completion_id=completion_id, created=created, model=model)
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def split_messages(messages: Sequence[tuple[str, str]]) -> tuple[str, list[PriorTurn]]:
+    """Split a stateless chat ((role, content) pairs) into the question and the earlier turns as context.
+
+    The last message must come from the user: it is the question. Earlier user messages are the earlier
+    questions, each followed by the assistant's reply (its text, markers removed, stands in for the quotes it cited).
+    System and developer messages carry no evidence and are ignored.
+    """
+    turns = [(role, content) for role, content in messages if role not in ("system", "developer")]
+    for role, _ in turns:
+        if role not in ROLES:
+            raise InvalidMessage(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if not turns or turns[-1][0] != "user":
+        raise InvalidMessage("the last message must come from the user (role 'user'): it is the question answered")
+    question = validate_question(turns[-1][1])
+    exchanges: list[tuple[str, list[str]]] = []
+    for role, content in turns[:-1]:
+        if role == "user" and content.strip():
+            exchanges.append((content.strip(), []))
+        elif role == "assistant" and exchanges and content.strip():
+            exchanges[-1][1].append(_MARKER.sub("", content).strip())
+    return question, history_from_exchanges(exchanges)
 
 
 def _message(answer: Answer) -> AssistantMessage:

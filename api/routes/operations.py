@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from api.deps import ERRORS, get_service
-from api.schemas import Health, Ready
+from api.deps import ERRORS, ServiceDep
+from api.schemas import HealthResponse, ReadyResponse
 from rag.errors import StoreUnavailable
-from rag.service import RAGService
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Health)
-async def health() -> Health:
+@router.get("/health", response_model=HealthResponse)
+async def health() -> HealthResponse:
     """Report that the process is up."""
-    return Health(status="ok")
+    return HealthResponse(status="ok")
 
 
-@router.get("/ready", response_model=Ready, responses={**ERRORS, 503: {"model": Ready}})
-async def ready(service: RAGService = Depends(get_service)) -> JSONResponse:
+@router.get("/ready", response_model=ReadyResponse, responses={**ERRORS, 503: {"model": ReadyResponse}})
+async def ready(service: ServiceDep) -> JSONResponse:
     """Report whether the model is loaded and the caller's index is non-empty (503 until both hold)."""
     try:
         chunks = await run_in_threadpool(service.store.count_chunks)
         documents = await run_in_threadpool(service.store.count_documents)
     except StoreUnavailable:
-        body = Ready(ready=False, model_loaded=service.embedder.loaded, chunks=0, documents=0, store_available=False)
+        body = ReadyResponse(
+            ready=False, model_loaded=service.embedder.loaded, chunks=0, documents=0, store_available=False
+        )
         return JSONResponse(body.model_dump(), status_code=503)
-    body = Ready(
+    body = ReadyResponse(
         ready=service.embedder.loaded and chunks > 0,
         model_loaded=service.embedder.loaded,
         chunks=chunks,
@@ -44,6 +45,6 @@ async def ready(service: RAGService = Depends(get_service)) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **ERRORS},
 )
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests and latency per route and status, ingestion and answer-quality counters."""
+    """Report Prometheus metrics: requests and latency per route and status, ingestion and answer-quality counters."""
     metrics = request.app.state.metrics
     return Response(metrics.render(), media_type=metrics.content_type)

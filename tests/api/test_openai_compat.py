@@ -6,6 +6,8 @@ import httpx
 import openai
 import pytest
 
+from api.routes.openai_compat import split_messages
+from rag.errors import InvalidMessage, InvalidQuestion
 from tests.conftest import SEED_DOC_ID, LiveServer
 
 VRAEM = "Why did the VRAEM faction attack in February?"
@@ -111,3 +113,32 @@ def test_openai_bad_messages_return_422_in_the_one_error_model(
         )
         assert response.status_code == 422
         assert response.json()["detail"]["code"] == code
+
+
+def test_split_messages_last_user_message_is_the_question() -> None:
+    question, history = split_messages(
+        [
+            ("system", "be brief"),
+            ("user", "Who is Alipio?"),
+            ("assistant", "Alejandro Borda Casafranca, alias Alipio [1]"),
+            ("user", "when was he killed?"),
+        ]
+    )
+    assert question == "when was he killed?"
+    assert [t.question for t in history] == ["Who is Alipio?"]
+    assert history[0].quotes == ("Alejandro Borda Casafranca, alias Alipio",)
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([], InvalidMessage),
+        ([("system", "hi")], InvalidMessage),
+        ([("user", "Who is Alipio?"), ("assistant", "a man [1]")], InvalidMessage),
+        ([("tool", "x"), ("user", "Who is Alipio?")], InvalidMessage),
+        ([("user", "   ")], InvalidQuestion),
+    ],
+)
+def test_split_messages_bad_conversation_raises(messages: list[tuple[str, str]], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        split_messages(messages)

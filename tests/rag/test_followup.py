@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from rag.conversation import split_messages
-from rag.errors import InvalidMessage, InvalidQuestion
 from rag.retrieval.followup import PriorTurn, history_from_exchanges, resolve_followup
 
 ALIPIO = [PriorTurn(question="Who is Alipio?", quotes=("the killings of Alejandro Borda Casafranca, alias Alipio",))]
@@ -49,32 +47,3 @@ def test_resolve_followup_pronoun_without_entity_uses_topic() -> None:
 def test_history_from_exchanges_chains_followups() -> None:
     history = history_from_exchanges([("Who is Alipio?", []), ("when was he killed?", []), ("what about Gabriel?", [])])
     assert [t.standalone for t in history] == ["Who is Alipio?", "when was Alipio killed?", "when was Gabriel killed?"]
-
-
-def test_split_messages_last_user_message_is_the_question() -> None:
-    question, history = split_messages(
-        [
-            ("system", "be brief"),
-            ("user", "Who is Alipio?"),
-            ("assistant", "Alejandro Borda Casafranca, alias Alipio [1]"),
-            ("user", "when was he killed?"),
-        ]
-    )
-    assert question == "when was he killed?"
-    assert [t.question for t in history] == ["Who is Alipio?"]
-    assert history[0].quotes == ("Alejandro Borda Casafranca, alias Alipio",)
-
-
-@pytest.mark.parametrize(
-    ("messages", "error"),
-    [
-        ([], InvalidMessage),
-        ([("system", "hi")], InvalidMessage),
-        ([("user", "Who is Alipio?"), ("assistant", "a man [1]")], InvalidMessage),
-        ([("tool", "x"), ("user", "Who is Alipio?")], InvalidMessage),
-        ([("user", "   ")], InvalidQuestion),
-    ],
-)
-def test_split_messages_bad_conversation_raises(messages: list[tuple[str, str]], error: type[Exception]) -> None:
-    with pytest.raises(error):
-        split_messages(messages)
