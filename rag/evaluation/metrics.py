@@ -24,6 +24,17 @@ _MARKER = re.compile(r"\[(\d+)\]")
 _SEGMENT = re.compile(r"(.*?)((?:\s*\[\d+\])+)", re.S)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
+# Typographic quotes and dashes folded to their ASCII forms before punctuation is removed, so that an answer
+# quoted from a curly-quoted text ("1939–1945") and a plainly typed reference ("1939-1945") normalise alike.
+_FOLD = str.maketrans(
+    {
+        **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2039\u203a", "'"),  # ‘ ’ ‚ ‛ ′ ‹ ›
+        **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),  # “ ” „ ‟ ″ « »
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # ‐ ‑ ‒ – — ― −
+    }
+)
+# A possessive "'s" at the end of a word ("Alipio's" -> "Alipio"), after quotes are folded.
+_POSSESSIVE = re.compile(r"(?<=\w)'s\b")
 
 
 # --- retrieval --------------------------------------------------------------------------------------------------
@@ -65,8 +76,15 @@ def strip_markers(answer: str) -> str:
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    """Normalise an answer for matching: SQuAD's normalisation, after folding typography and possessives.
+
+    In order: lower case; Unicode quotes (‘ ’ ‚ ‛ ′ ‹ › and “ ” „ ‟ ″ « ») become ' and ", Unicode dashes and
+    hyphens (‐ ‑ ‒ – — ― −) become -; a possessive 's at the end of a word is dropped ("Alipio's men" ->
+    "alipio men"); then SQuAD's steps: no punctuation, no articles (a, an, the), single spaces. The folding
+    departs from the official SQuAD script only for texts holding those characters or a possessive.
+    """
+    text = _POSSESSIVE.sub("", text.lower().translate(_FOLD))
+    text = "".join(ch for ch in text if ch not in _PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
