@@ -15,15 +15,37 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.evaluation.calibration import calibration
 from rag.evaluation.references import ReferenceItem
 from rag.types import Answer
 
 RANK_DEPTH = 100
+# Without the answer's passages to count, gold counts as retrieved within the first RETRIEVAL_K distinct docs
+# (the default RAG_TOP_K: the passages an answer reads).
+RETRIEVAL_K = 5
+# Why a question went wrong, or that it did not; every question gets exactly one (see classify()).
+CORRECT = "correct"
+RETRIEVAL_MISS = "retrieval_miss"
+WRONG_SENTENCE = "wrong_sentence"
+FALSE_REFUSAL = "false_refusal"
+ANSWERED_UNANSWERABLE = "answered_unanswerable"
+OUTCOMES = (CORRECT, RETRIEVAL_MISS, WRONG_SENTENCE, FALSE_REFUSAL, ANSWERED_UNANSWERABLE)
 _MARKER = re.compile(r"\[(\d+)\]")
 # An answer sentence: text up to and including its run of markers ("... [1] [2]").
 _SEGMENT = re.compile(r"(.*?)((?:\s*\[\d+\])+)", re.S)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
+# Typographic quotes and dashes folded to their ASCII forms before punctuation is removed, so that an answer
+# quoted from a curly-quoted text ("1939–1945") and a plainly typed reference ("1939-1945") normalise alike.
+_FOLD = str.maketrans(
+    {
+        **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2039\u203a", "'"),  # ‘ ’ ‚ ‛ ′ ‹ ›
+        **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),  # “ ” „ ‟ ″ « »
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # ‐ ‑ ‒ – — ― −
+    }
+)
+# A possessive "'s" at the end of a word ("Alipio's" -> "Alipio"), after quotes are folded.
+_POSSESSIVE = re.compile(r"(?<=\w)'s\b")
 
 
 # --- retrieval --------------------------------------------------------------------------------------------------
@@ -65,8 +87,15 @@ def strip_markers(answer: str) -> str:
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    """Normalise an answer for matching: SQuAD's normalisation, after folding typography and possessives.
+
+    In order: lower case; Unicode quotes (‘ ’ ‚ ‛ ′ ‹ › and “ ” „ ‟ ″ « ») become ' and ", Unicode dashes and
+    hyphens (‐ ‑ ‒ – — ― −) become -; a possessive 's at the end of a word is dropped ("Alipio's men" ->
+    "alipio men"); then SQuAD's steps: no punctuation, no articles (a, an, the), single spaces. The folding
+    departs from the official SQuAD script only for texts holding those characters or a possessive.
+    """
+    text = _POSSESSIVE.sub("", text.lower().translate(_FOLD))
+    text = "".join(ch for ch in text if ch not in _PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -148,6 +177,46 @@ def citation_scores(answer: Answer, item: ReferenceItem) -> tuple[float, float]:
     return recall, precision
 
 
+# --- why a question failed, and calibration ---------------------------------------------------------------------
+def is_right(item: ReferenceItem, answer: Answer, metrics: dict[str, float]) -> bool | None:
+    """Whether the answer is right, as ``Answer.confidence`` estimates: None when the item gives no way to tell.
+
+    Unanswerable: never right (a refusal is correct, but there is no right answer). Answerable and refused: not
+    right. Answered: containment > 0 when the item has reference answers, else at least one citation of gold
+    evidence when it has gold quotes or gold docs, else None.
+    """
+    if item.unanswerable or answer.no_answer:
+        return False
+    if any(a.strip() for a in item.answers):
+        return metrics["containment"] > 0
+    if item.gold_quotes or item.gold_doc_ids:
+        return any(citation_is_gold(c.quote, c.doc_id, item) for c in answer.citations)
+    return None
+
+
+def classify(*, unanswerable: bool, refused: bool, right: bool | None, gold_retrieved: bool | None) -> str:
+    """The one outcome class of a question.
+
+    ``correct``: answerable and answered right (or with nothing to judge it by), or unanswerable and refused;
+    ``answered_unanswerable``: unanswerable but answered; ``false_refusal``: answerable but refused, whatever was
+    retrieved; ``retrieval_miss``: answered wrong with no gold doc retrieved; ``wrong_sentence``: answered wrong
+    although a gold doc was retrieved (or with no gold docs to tell).
+    """
+    if unanswerable:
+        return CORRECT if refused else ANSWERED_UNANSWERABLE
+    if refused:
+        return FALSE_REFUSAL
+    if right is None or right:
+        return CORRECT
+    return RETRIEVAL_MISS if gold_retrieved is False else WRONG_SENTENCE
+
+
+def outcome_counts(results: Sequence[QuestionResult]) -> dict[str, int]:
+    """How many questions fell in each outcome class (every class listed, zeros included)."""
+    counts = Counter(r.outcome for r in results)
+    return {name: counts.get(name, 0) for name in OUTCOMES}
+
+
 # --- one question, and the whole set ----------------------------------------------------------------------------
 @dataclass
 class QuestionResult:
@@ -165,13 +234,25 @@ class QuestionResult:
     latency_ms: float
     metrics: dict[str, float] = field(default_factory=dict)
     badness: float = 0.0
+    # One of OUTCOMES (see classify()); whether the answer is right (None: nothing to judge it by); the answer's
+    # own estimate of that (None when the answerer gives none); whether a gold doc was among the first k retrieved.
+    outcome: str = CORRECT
+    right: bool | None = None
+    confidence: float | None = None
+    gold_retrieved: bool | None = None
 
 
 def score_question(item: ReferenceItem, answer: Answer, ranked: Sequence[str], latency_ms: float) -> QuestionResult:
-    """Apply every metric that the item's gold data allows."""
+    """Apply every metric that the item's gold data allows, and classify the outcome.
+
+    Gold counts as retrieved when a gold doc is among the first k distinct docs of ``ranked``, k being the number
+    of passages the answer read (RETRIEVAL_K when it carries none).
+    """
     ranked = distinct_docs(ranked)
     metrics: dict[str, float] = {}
     gold = set(item.gold_doc_ids)
+    k = len(answer.passages) or RETRIEVAL_K
+    gold_retrieved = bool(hit_at(ranked, gold, k)) if gold and not item.unanswerable else None
     if gold and not item.unanswerable:
         relevance = item.relevance or dict.fromkeys(gold, 1)
         for k in (1, 5, 10):
@@ -189,6 +270,10 @@ def score_question(item: ReferenceItem, answer: Answer, ranked: Sequence[str], l
     metrics["marker_error"] = 1.0 if marker_errors(answer) else 0.0
     metrics["refused"] = 1.0 if answer.no_answer else 0.0
     metrics["refusal_correct"] = 1.0 if answer.no_answer == item.unanswerable else 0.0
+    right = is_right(item, answer, metrics)
+    outcome = classify(
+        unanswerable=item.unanswerable, refused=answer.no_answer, right=right, gold_retrieved=gold_retrieved
+    )
     primary = [metrics[m] for m in ("ndcg@10", "f1", "citation_recall", "refusal_correct") if m in metrics]
     citations = [
         {
@@ -215,6 +300,10 @@ def score_question(item: ReferenceItem, answer: Answer, ranked: Sequence[str], l
         latency_ms=round(latency_ms, 2),
         metrics=metrics,
         badness=1.0 - sum(primary) / len(primary) if primary else 0.0,
+        outcome=outcome,
+        right=right,
+        confidence=answer.confidence,
+        gold_retrieved=gold_retrieved,
     )
 
 
@@ -240,7 +329,8 @@ def refusal_scores(results: Sequence[QuestionResult]) -> dict[str, float | None]
 
 
 def aggregate(results: Sequence[QuestionResult]) -> dict[str, Any]:
-    """Mean of every metric over the questions it applies to, refusal precision/recall and latency p50/p95."""
+    """Mean of every metric over the questions it applies to, refusal precision/recall, the count of each outcome
+    class, calibration (ECE and reliability bins; None without confidences) and latency p50/p95."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for result in results:
@@ -253,6 +343,11 @@ def aggregate(results: Sequence[QuestionResult]) -> dict[str, Any]:
     out["counts"] = dict(sorted(counts.items()))
     for name, maybe in refusal_scores(results).items():
         out[name] = None if maybe is None else round(maybe, 4)
+    out["outcomes"] = outcome_counts(results)
+    calibrated = calibration(results)
+    out["ece"] = None if calibrated is None else calibrated["ece"]
+    out["ece_answered"] = None if calibrated is None else calibrated["ece_answered"]
+    out["calibration"] = calibrated
     latencies = [r.latency_ms for r in results]
     out["latency_p50_ms"] = round(percentile(latencies, 50), 2)
     out["latency_p95_ms"] = round(percentile(latencies, 95), 2)

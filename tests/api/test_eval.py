@@ -42,8 +42,12 @@ def test_eval_cli_on_seed_reference_set_writes_json_and_html(tmp_path: Path, emb
     assert agg["latency_p95_ms"] >= agg["latency_p50_ms"] > 0
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2
+    # Every question is right: each one lands in the class "correct", and the table lists all 16.
+    assert agg["outcomes"]["correct"] == sum(agg["outcomes"].values()) == 16
     assert "Latency histogram" in html and "Worst" in html and "seed-" in html
-    assert "<script" not in html and "http" not in html.split("<body>")[0].lower().replace("http-equiv", "")
+    assert html.count("<tr data-outcome='correct'>") == 16 and "id='q-class'" in html
+    # Self-contained: the table's filter script is inline, nothing is fetched.
+    assert "<script src" not in html and "http" not in html.split("<body>")[0].lower().replace("http-equiv", "")
 
 
 def test_eval_cli_reads_beir_folder_as_its_own_corpus(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -77,6 +77,38 @@ def test_containment_matches_whole_words() -> None:
     assert containment("anything", []) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("prediction", "reference"),
+    [
+        ("It was Alipio’s men [1].", "Alipio"),
+        ("It was Alipio's men.", "Alipio"),
+        ("They were Alipio’s.", "Alipio's"),
+        ("The war lasted 1939–1945.", "1939-1945"),
+        ("The war lasted 1939—1945.", "1939−1945"),
+        ("He said “never again” in 1946.", '"never again"'),
+        ("He said «never again».", "“never again”"),
+        ("the ‘Shining Path’ faction", "'Shining Path'"),
+    ],
+)
+def test_containment_folds_quotes_dashes_and_possessives(prediction: str, reference: str) -> None:
+    assert containment(prediction, [reference]) == 1.0
+
+
+def test_normalize_answer_folds_typography_before_punctuation() -> None:
+    assert normalize_answer("Alipio’s") == normalize_answer("Alipio") == "alipio"
+    assert normalize_answer("1939–1945") == normalize_answer("1939-1945") == "19391945"
+    assert normalize_answer("“Quoted” ‘words’") == normalize_answer("\"Quoted\" 'words'")
+    # Only a word-final 's is a possessive: other apostrophes just go with the punctuation.
+    assert normalize_answer("O’Sullivan’s seas") == "osullivan seas"
+    assert exact_match("Alipio’s", ["Alipio"]) == 1.0
+    assert token_f1("1939–1945 war", ["1939-1945 war"]) == 1.0
+
+
+def test_containment_still_needs_the_possessor() -> None:
+    assert containment("Alipio’s men", ["Alipio Ruiz"]) == 0.0
+    assert containment("1939–1945", ["1939"]) == 0.0
+
+
 def test_answer_sentences_and_strip_markers() -> None:
     answer = "First fact [1]. Second fact [2] [3]. Dangling text"
     assert answer_sentences("First fact [1] Second [2][3]") == [("First fact", [1]), ("Second", [2, 3])]
