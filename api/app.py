@@ -20,6 +20,7 @@ from api.tenancy import LOCAL_TENANT, TenantRegistry
 from rag.config import Settings, get_settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import StoreUnavailable
+from rag.factory import build_embedder
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -32,7 +33,7 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = embedder or SentenceTransformerEmbedder(device=settings.device)
+        model = embedder or build_embedder(settings)
         await run_in_threadpool(model.load)
         registry = TenantRegistry(settings=settings, embedder=model, on_answer=[metrics.observe_answer])
         app.state.registry = registry

@@ -19,8 +19,8 @@ from benchmarks.bench import as_text, load_scifact  # noqa: E402
 from index.chunking import chunk_document  # noqa: E402
 from index.pipeline import Indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.embedding import SentenceTransformerEmbedder, model_path  # noqa: E402
-from rag.service import open_store  # noqa: E402
+from rag.embedding import model_path  # noqa: E402
+from rag.factory import build_embedder, open_store  # noqa: E402
 from rag.types import Document  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main() -> int:
     raw, _, _ = load_scifact(args.data, 0)
     docs = [Document(doc_id=d["_id"], source="", text=as_text(d), content_hash="") for d in raw]
     texts = [c.text for d in docs for c in chunk_document(d, chunk_tokens=200, overlap=32)]
-    embedder = SentenceTransformerEmbedder(device="cuda")
+    embedder = build_embedder(Settings(device="cuda"))
     result["precision"] = embedder.precision
     embedder.embed(texts[:2048])  # warm: CUDA context, kernels, tokenizer
     runs = []

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.answering.judge import FEATURES, features  # noqa: E402
+from rag.config import Settings  # noqa: E402
 from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
+from rag.factory import build_embedder  # noqa: E402
 from rag.text import sentence_spans  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "scifact"
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sklearn.linear_model import LogisticRegression
 
-    embedder = SentenceTransformerEmbedder(device="cpu")
+    embedder = build_embedder(Settings(device="cpu"))
     train, used, skipped = load_pairs(args.data, "train")
     test, used_test, skipped_test = load_pairs(args.data, "test")
     print(f"abstracts: train {used} used, {skipped} skipped; test {used_test} used, {skipped_test} skipped")

@@ -17,6 +17,7 @@ import numpy as np
 
 from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_text
+from rag.config import Settings
 from rag.errors import UnsupportedFile
 from rag.retrieval.hybrid import Embedder
 from rag.store import ChromaStore
@@ -64,6 +65,13 @@ class _Candidate:
     path: Path
     doc_id: str
     root: str
+
+
+def build_indexer(settings: Settings, *, store: ChromaStore, embedder: Embedder) -> Indexer:
+    """The Indexer the settings describe, writing to ``store`` (see rag.factory for the store and embedder)."""
+    return Indexer(
+        store=store, embedder=embedder, chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap
+    )
 
 
 class Indexer:

@@ -15,7 +15,7 @@ import pytest
 
 from index.chunking import chunk_document
 from index.loaders import load_text
-from rag.service import open_store
+from rag.factory import open_store
 from rag.text import content_hash
 from rag.types import Document
 from tests.conftest import CHROMA_URL, ROOT, make_settings

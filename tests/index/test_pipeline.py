@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from index.pipeline import Indexer
+from rag.factory import open_store
 from rag.retrieval.hybrid import HybridRetriever
-from rag.service import open_store
 from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings
 
 ALPHA = "Alpha reactors run on molten salt. They were first tested in 1965 at Oak Ridge."

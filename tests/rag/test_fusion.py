@@ -34,7 +34,7 @@ def test_unknown_fusion_is_rejected() -> None:
 
 def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
     from index.pipeline import Indexer
-    from rag.service import open_store
+    from rag.factory import open_store
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "data")
