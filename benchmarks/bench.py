@@ -81,7 +81,7 @@ def ingest_ours(raw: list[dict[str, str]], embedder: SentenceTransformerEmbedder
     settings = Settings(data_dir=data_dir)
     indexer = Indexer(store=open_store(settings), embedder=embedder, chunk_tokens=CHUNK_TOKENS, chunk_overlap=OVERLAP)
     t0 = time.perf_counter()
-    docs = [indexer.make_document(doc_id=d["_id"], source=f"scifact/{d['_id']}", text=as_text(d)) for d in raw]
+    docs = [Document.from_text(doc_id=d["_id"], source=f"scifact/{d['_id']}", text=as_text(d)) for d in raw]
     chunks = indexer.put_many(docs)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "docs": len(docs), "chunks": chunks}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from index.pipeline import Indexer, IndexReport, _progress
 from rag.evaluation.references import CorpusDocument, iter_corpus
+from rag.types import Document
 
 
 def index_corpus(
@@ -27,7 +28,7 @@ def index_corpus(
     for record in iter_corpus(folder):
         if wanted is not None and record.doc_id not in wanted:
             continue
-        document = _document(indexer, record, folder)
+        document = _document(record, folder)
         previous = known.get(document.doc_id)
         if previous is not None and previous[0] == document.content_hash:
             report.unchanged += 1
@@ -47,8 +48,8 @@ def index_corpus(
     return report
 
 
-def _document(indexer: Indexer, record: CorpusDocument, folder: Path):  # type: ignore[no-untyped-def]
-    return indexer.make_document(
+def _document(record: CorpusDocument, folder: Path) -> Document:
+    return Document.from_text(
         doc_id=record.doc_id,
         source=f"{Path(folder).name}/{record.doc_id}",
         text=record.full_text(),

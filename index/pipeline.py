@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from index.chunking import chunk_document
-from index.loaders import SUPPORTED, LoadError, load_text
+from index.loaders import SUPPORTED, LoadError, load_document
 from rag.config import Settings
 from rag.errors import UnsupportedFile
 from rag.retrieval.hybrid import Embedder
 from rag.store import ChromaStore
-from rag.text import content_hash, normalize_text, sentence_spans
+from rag.text import sentence_spans
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,6 @@ class Indexer:
         # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
         self._doc_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-
-    def make_document(self, *, doc_id: str, source: str, text: str, title: str = "", root: str = "") -> Document:
-        """Normalise raw text into a Document (the text every offset refers to)."""
-        normalised = normalize_text(text)
-        return Document(
-            doc_id=doc_id, source=source, text=normalised, content_hash=content_hash(normalised), root=root, title=title
-        )
 
     def put(self, document: Document) -> int:
         """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
@@ -234,21 +227,13 @@ class Indexer:
         seen: set[str] = set()
         for cand in candidates:
             try:
-                text, title = load_text(cand.path)
+                doc = load_document(cand.path, doc_id=cand.doc_id, source=str(cand.path), root=cand.root)
             except (LoadError, UnsupportedFile) as exc:
                 report.skipped.append(str(exc))
                 log.warning("skipped %s", exc)
                 seen.add(cand.doc_id)  # a bad new version keeps the old one indexed: nothing is lost
                 continue
             seen.add(cand.doc_id)
-            doc = Document(
-                doc_id=cand.doc_id,
-                source=str(cand.path),
-                text=text,
-                content_hash=content_hash(text),
-                root=cand.root,
-                title=title,
-            )
             previous = known.get(doc.doc_id)
             if previous is not None and previous[0] == doc.content_hash:
                 report.unchanged += 1

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from rag.text import content_hash, normalize_text
+
 
 @dataclass(frozen=True)
 class Document:
@@ -18,6 +20,14 @@ class Document:
     content_hash: str
     root: str = ""
     title: str = ""
+
+    @classmethod
+    def from_text(cls, *, doc_id: str, source: str, text: str, title: str = "", root: str = "") -> Document:
+        """Normalise raw text (once: every offset refers to the result) and hash it; the one way to make one."""
+        normalised = normalize_text(text)
+        return cls(
+            doc_id=doc_id, source=source, text=normalised, content_hash=content_hash(normalised), root=root, title=title
+        )
 
 
 @dataclass(frozen=True)
