@@ -93,7 +93,7 @@ class Indexer:
         """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
         chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
         chunks, vectors = self._embed(chunks)
-        self.store.replace_document(document, chunks, vectors)
+        self.store.replace_documents([(document, chunks, vectors)])
         return len(chunks)
 
     def ingest(self, document: Document) -> IngestResult:
@@ -126,7 +126,7 @@ class Indexer:
 
         Three stages overlap: a thread chunks the next window of documents while this thread embeds the current
         one, and another thread writes the previous one to the store. Windows are written in order, each with
-        ``replace_documents`` (so crash safety is that of ``replace_document``).
+        ``replace_documents``, the store's one crash-safe write path.
         """
         chunked_q: queue.Queue[object] = queue.Queue(maxsize=2)
         written_q: queue.Queue[object] = queue.Queue(maxsize=2)
@@ -205,6 +205,48 @@ class Indexer:
             raise errors[0]
         return total
 
+    def put_changed(
+        self,
+        documents: Iterable[Document],
+        *,
+        report: IndexReport,
+        known: dict[str, tuple[str, str]] | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        """Store the documents whose content the store does not hold yet, counting them in ``report``.
+
+        A document whose content hash matches ``known`` (the store's ``document_hashes()``, read now if not given)
+        is left alone, so re-indexing unchanged content embeds nothing.
+        """
+        if known is None:
+            known = self.store.document_hashes()
+        changed: list[tuple[Document, bool]] = []
+        for document in documents:
+            previous = known.get(document.doc_id)
+            if previous is not None and previous[0] == document.content_hash:
+                report.unchanged += 1
+            else:
+                changed.append((document, previous is not None))
+
+        bar = _progress(len(changed), show_progress)
+        done = 0
+
+        def logged(n: int) -> None:
+            nonlocal done
+            done += n
+            log.info("indexed %d/%d documents", done, len(changed))
+
+        try:
+            report.chunks += self.put_many((d for d, _ in changed), progress=bar.update if bar else logged)
+        finally:
+            if bar:
+                bar.close()
+        for _, existed in changed:
+            if existed:
+                report.updated += 1
+            else:
+                report.added += 1
+
     def index_paths(self, paths: Iterable[Path], *, show_progress: bool = False) -> IndexReport:
         """Index files and folders; a folder's vanished files are removed from the index."""
         started = time.perf_counter()
@@ -223,41 +265,20 @@ class Indexer:
             else:
                 report.skipped.append(f"{path}: no such file or folder")
 
-        changed: list[tuple[Document, bool]] = []
         seen: set[str] = set()
-        for cand in candidates:
-            try:
-                doc = load_document(cand.path, doc_id=cand.doc_id, source=str(cand.path), root=cand.root)
-            except (LoadError, UnsupportedFile) as exc:
-                report.skipped.append(str(exc))
-                log.warning("skipped %s", exc)
+
+        def loaded() -> Iterator[Document]:
+            for cand in candidates:
                 seen.add(cand.doc_id)  # a bad new version keeps the old one indexed: nothing is lost
-                continue
-            seen.add(cand.doc_id)
-            previous = known.get(doc.doc_id)
-            if previous is not None and previous[0] == doc.content_hash:
-                report.unchanged += 1
-            else:
-                changed.append((doc, previous is not None))
+                try:
+                    document = load_document(cand.path, doc_id=cand.doc_id, source=str(cand.path), root=cand.root)
+                except (LoadError, UnsupportedFile) as exc:
+                    report.skipped.append(str(exc))
+                    log.warning("skipped %s", exc)
+                    continue
+                yield document
 
-        bar = _progress(len(changed), show_progress)
-        done = 0
-
-        def logged(n: int) -> None:
-            nonlocal done
-            done += n
-            log.info("indexed %d/%d documents", done, len(changed))
-
-        try:
-            report.chunks = self.put_many((d for d, _ in changed), progress=bar.update if bar else logged)
-        finally:
-            if bar:
-                bar.close()
-        for _, existed in changed:
-            if existed:
-                report.updated += 1
-            else:
-                report.added += 1
+        self.put_changed(loaded(), known=known, report=report, show_progress=show_progress)
 
         # Files that disappeared from an indexed folder, and orphans of an interrupted delete.
         gone = {doc_id for doc_id, (_, root) in known.items() if root in roots and doc_id not in seen}
