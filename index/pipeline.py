@@ -18,8 +18,8 @@ import numpy as np
 from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_document
 from rag.config import Settings
+from rag.embedding import ChunkEmbedder, Embedder
 from rag.errors import UnsupportedFile
-from rag.retrieval.hybrid import Embedder
 from rag.store import ChromaStore
 from rag.text import sentence_spans
 from rag.types import Chunk, Document
@@ -111,10 +111,9 @@ class Indexer:
     def _embed(self, chunks: list[Chunk]) -> tuple[list[Chunk], np.ndarray]:
         """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""
         texts = [c.text for c in chunks]
-        embed_chunks = getattr(self.embedder, "embed_chunks", None)
-        if embed_chunks is None:
+        if not isinstance(self.embedder, ChunkEmbedder):
             return chunks, self.embedder.embed(texts, batch_size=self.batch_size)
-        vectors, sentences = embed_chunks(texts, [sentence_spans(t) for t in texts])
+        vectors, sentences = self.embedder.embed_chunks(texts, [sentence_spans(t) for t in texts])
         with_sentences = [
             dataclasses.replace(c, sentence_vectors=v.astype(np.float16))
             for c, v in zip(chunks, sentences, strict=True)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -282,6 +282,23 @@ def _pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- the embedder --------------------------------------------------------------------------------------------------
+class Embedder(Protocol):
+    """What retrieval, answering and ingestion need from an embedding model (L2-normalised float32 vectors)."""
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ChunkEmbedder(Embedder, Protocol):
+    """An Embedder that also gives each chunk's in-context sentence vectors, from the chunk's own forward pass."""
+
+    def embed_chunks(
+        self, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+
 class SentenceTransformerEmbedder:
     """Embeds texts with the local MiniLM model; vectors are L2-normalised float32.
 

@@ -18,7 +18,7 @@ from rag.embedding import DIMENSIONS, SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
 from rag.retrieval.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
 from rag.retrieval.hybrid import HybridRetriever
-from rag.store import ChromaStore, decode_vectors
+from rag.store import ChromaStore
 from rag.text import sentence_spans, text_deltas
 from rag.types import Answer, DocumentInfo, Passage
 
@@ -195,11 +195,10 @@ class EmbeddingCache:
         so the answerer does not run the model over them; passages indexed without them are embedded on demand."""
         fresh: list[tuple[str, np.ndarray]] = []
         for passage in passages:
-            blob = passage._sentence_vectors
-            if not blob:
+            vectors = passage.sentence_vectors
+            if vectors is None:
                 continue
             spans = sentence_spans(passage.text)
-            vectors = decode_vectors(blob)
             if len(spans) != len(vectors):
                 continue  # stored by another sentence splitter: do not guess
             fresh.extend((passage.text[s:e], v) for (s, e), v in zip(spans, vectors, strict=True))

@@ -31,10 +31,13 @@ _SNAPSHOT_TRIES = 5
 
 @dataclass(frozen=True)
 class DenseHit:
+    """A nearest chunk: its metadata, and its in-context sentence vectors (decoded) when it was stored with them."""
+
     chunk_id: str
     text: str
     metadata: dict[str, Any]
     similarity: float
+    sentence_vectors: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ class ChromaStore:
                     texts.extend(got["documents"] or [])
                     # Sentence vectors stay in the store: the snapshot lives in every replica's memory for BM25
                     # (~5 KB a chunk, 0.5 GB at 100k chunks); dense hits bring them for the passages they return.
-                    metas.extend(_without(m, SENTENCE_VECTORS) for m in got["metadatas"] or [])
+                    metas.extend(_without(m, _SENTENCE_VECTORS) for m in got["metadatas"] or [])
             hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
             if attempt == _SNAPSHOT_TRIES - 1 or self.generation() == generation:
                 break
@@ -204,7 +207,13 @@ class ChromaStore:
                 include=["documents", "metadatas", "distances"],
             )
         return [
-            DenseHit(chunk_id=i, text=t, metadata=dict(m), similarity=1.0 - float(d))
+            DenseHit(
+                chunk_id=i,
+                text=t,
+                metadata=_without(m, _SENTENCE_VECTORS),
+                similarity=1.0 - float(d),
+                sentence_vectors=_sentence_vectors_of(m),
+            )
             for i, t, m, d in zip(
                 got["ids"][0],
                 (got["documents"] or [[]])[0],
@@ -332,11 +341,17 @@ def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
         "content_hash": document.content_hash,
     }
     if chunk.sentence_vectors is not None and len(chunk.sentence_vectors):
-        meta[SENTENCE_VECTORS] = encode_vectors(chunk.sentence_vectors)
+        meta[_SENTENCE_VECTORS] = encode_vectors(chunk.sentence_vectors)
     return meta
 
 
-SENTENCE_VECTORS = "sentence_vectors"
+# The metadata key of a chunk's in-context sentence vectors (encode_vectors); nothing outside the store sees it.
+_SENTENCE_VECTORS = "sentence_vectors"
+
+
+def _sentence_vectors_of(meta: Any) -> np.ndarray | None:
+    blob = (meta or {}).get(_SENTENCE_VECTORS)
+    return decode_vectors(blob) if blob else None
 
 
 def _without(meta: Any, key: str) -> dict[str, Any]:

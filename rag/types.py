@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from rag.text import content_hash, normalize_text
 
@@ -63,6 +65,8 @@ class DocumentInfo:
 class Passage(BaseModel):
     """A retrieved chunk with its fused score."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     chunk_id: str
     doc_id: str
     source: str
@@ -72,8 +76,9 @@ class Passage(BaseModel):
     score: float = Field(description="Fused retrieval score (higher is better).")
     dense_score: float | None = Field(None, description="Cosine similarity to the question, if retrieved densely.")
     bm25_score: float | None = Field(None, description="BM25 score, if retrieved lexically.")
-    # The chunk's in-context sentence vectors as stored (encoded), for the answerer; never serialised.
-    _sentence_vectors: str | None = PrivateAttr(default=None)
+    # The chunk's in-context sentence vectors (rag.text.sentence_spans order) as the store kept them, for the
+    # answerer's "stored" mode; None when it has none. Never serialised, not part of the API's schema.
+    sentence_vectors: SkipJsonSchema[np.ndarray | None] = Field(None, exclude=True, repr=False)
 
 
 class Citation(BaseModel):

@@ -37,7 +37,7 @@ def test_stored_vectors_round_trip_through_chroma(seeded_settings, embedder) -> 
     assert passages
     for passage in passages:
         spans = sentence_spans(passage.text)
-        stored = decode_vectors(passage._sentence_vectors)
+        stored = passage.sentence_vectors
         assert stored.shape == (len(spans), 384)
         # The same chunk embedded again gives the same in-context vectors, up to fp16 rounding.
         _, fresh = embedder.embed_chunks([passage.text], [spans])
