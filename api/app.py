@@ -57,10 +57,6 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
             except StoreUnavailable:
                 # Start anyway: /ready says 503 and requests get store_unavailable until the store is back.
                 log.warning("store %s unreachable at start; will retry on each request", store)
-        # Kept for routes and tools written before tenancy: the keyless service (None when keys are on).
-        local = None if registry.keyring.enabled else registry.get(LOCAL_TENANT)
-        app.state.service = local.service if local else None
-        app.state.chat = local.chat if local else None
         yield
 
     app = FastAPI(

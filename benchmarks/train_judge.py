@@ -81,8 +81,8 @@ def load_pairs(data: Path, split: str) -> tuple[Pairs, int, int]:
 def feature_matrix(pairs: Pairs, embedder: SentenceTransformerEmbedder) -> np.ndarray:
     """One feature row per pair (the cosine from MiniLM, the rest lexical)."""
     unique_claims = sorted(set(pairs.claims))
-    claim_vectors = dict(zip(unique_claims, embedder.embed(unique_claims, batch_size=64), strict=True))
-    sentence_vectors = embedder.embed(pairs.sentences, batch_size=64)
+    claim_vectors = dict(zip(unique_claims, embedder.embed(unique_claims), strict=True))
+    sentence_vectors = embedder.embed(pairs.sentences)
     rows = []
     for claim, sentence, vector in zip(pairs.claims, pairs.sentences, sentence_vectors, strict=True):
         rows.append(features(claim, sentence, float(vector @ claim_vectors[claim])))

@@ -77,14 +77,11 @@ def build_indexer(settings: Settings, *, store: ChromaStore, embedder: Embedder)
 class Indexer:
     """Loads, chunks, embeds and stores documents into one store."""
 
-    def __init__(
-        self, *, store: ChromaStore, embedder: Embedder, chunk_tokens: int, chunk_overlap: int, batch_size: int = 64
-    ) -> None:
+    def __init__(self, *, store: ChromaStore, embedder: Embedder, chunk_tokens: int, chunk_overlap: int) -> None:
         self.store = store
         self.embedder = embedder
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
-        self.batch_size = batch_size
         # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
         self._doc_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -112,7 +109,7 @@ class Indexer:
         """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""
         texts = [c.text for c in chunks]
         if not isinstance(self.embedder, ChunkEmbedder):
-            return chunks, self.embedder.embed(texts, batch_size=self.batch_size)
+            return chunks, self.embedder.embed(texts)
         vectors, sentences = self.embedder.embed_chunks(texts, [sentence_spans(t) for t in texts])
         with_sentences = [
             dataclasses.replace(c, sentence_vectors=v.astype(np.float16))

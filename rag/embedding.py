@@ -118,7 +118,7 @@ def choose_precision(*, device: str, precision: str = "auto", flags: Iterable[st
 
 # --- the NumPy backend -------------------------------------------------------------------------------------------
 class NumpyMiniLM:
-    """MiniLM's forward pass in float32 NumPy (BERT encoder, mean pooling, L2 normalisation)."""
+    """MiniLM's BERT encoder in float32 NumPy: token states for ``mean_pool`` and ``pool_spans``."""
 
     heads = 12
     eps = 1e-12
@@ -167,10 +167,6 @@ class NumpyMiniLM:
         x *= params[0]
         x += params[1]
         return x
-
-    def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Normalised sentence vectors for a padded batch of token ids (batch, seq) with its attention mask."""
-        return mean_pool(self.hidden(ids, mask), mask)
 
     def hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The last layer's token states, (batch, seq, 384)."""
@@ -287,7 +283,7 @@ class Embedder(Protocol):
 
     def embed_query(self, text: str) -> np.ndarray: ...
 
-    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
+    def embed(self, texts: list[str]) -> np.ndarray: ...
 
 
 @runtime_checkable
@@ -353,12 +349,11 @@ class SentenceTransformerEmbedder:
             )
         return self._resolved
 
-    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def embed(self, texts: list[str]) -> np.ndarray:
         """Embed a batch of texts; returns an array of shape (len(texts), 384).
 
         Up to ``SMALL_BATCH`` texts (a question's candidate sentences, a small document) run in NumPy; more run in
-        torch at the chosen precision, which uses every core for one batch. ``batch_size`` is kept for
-        compatibility: batches are sized by padded tokens instead.
+        torch at the chosen precision, which uses every core for one batch. Batches are sized by padded tokens.
         """
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)

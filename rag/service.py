@@ -70,10 +70,6 @@ class RAGService:
         # Called with every answer produced (metrics at the edge); an observer's failure never fails an answer.
         self.observers: list[Callable[[Answer], None]] = []
 
-    def ready(self) -> bool:
-        """Model loaded and index non-empty."""
-        return self.embedder.loaded and self.store.count_chunks() > 0
-
     def ask(self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()) -> Answer:
         """Answer ``question`` from the index, citing the sentences used; ``context`` is the chat so far."""
         prepared = self._prepare(question, top_k, context)

@@ -35,7 +35,6 @@ BM25_TITLES = True
 class _Lexical:
     snapshot: ChunkSnapshot
     bm25: BM25Index
-    position: dict[str, int]
 
 
 class HybridRetriever:
@@ -76,11 +75,7 @@ class HybridRetriever:
             current = self._lexical
             if current is None or current.snapshot.generation != generation:
                 snapshot = self.store.snapshot()
-                current = _Lexical(
-                    snapshot=snapshot,
-                    bm25=BM25Index(self._lexical_texts(snapshot)),
-                    position={cid: i for i, cid in enumerate(snapshot.ids)},
-                )
+                current = _Lexical(snapshot=snapshot, bm25=BM25Index(self._lexical_texts(snapshot)))
                 self._lexical = current
         return current
 
