@@ -20,6 +20,7 @@ from api.tenancy import LOCAL_TENANT, TenantRegistry
 from rag.config import Settings, get_settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import StoreUnavailable
+from rag.factory import build_embedder
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -32,7 +33,7 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = embedder or SentenceTransformerEmbedder(device=settings.device)
+        model = embedder or build_embedder(settings)
         await run_in_threadpool(model.load)
         registry = TenantRegistry(settings=settings, embedder=model, on_answer=[metrics.observe_answer])
         app.state.registry = registry
@@ -56,10 +57,6 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
             except StoreUnavailable:
                 # Start anyway: /ready says 503 and requests get store_unavailable until the store is back.
                 log.warning("store %s unreachable at start; will retry on each request", store)
-        # Kept for routes and tools written before tenancy: the keyless service (None when keys are on).
-        local = None if registry.keyring.enabled else registry.get(LOCAL_TENANT)
-        app.state.service = local.service if local else None
-        app.state.chat = local.chat if local else None
         yield
 
     app = FastAPI(

@@ -77,16 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _index(settings, paths: list[Path], *, quiet: bool, tenant: str | None) -> int:  # type: ignore[no-untyped-def]
-    from index.pipeline import Indexer
-    from rag.embedding import SentenceTransformerEmbedder
-    from rag.service import open_store
+    from index.pipeline import build_indexer
+    from rag.factory import build_embedder, open_store
 
-    indexer = Indexer(
-        store=open_store(settings, tenant=tenant),
-        embedder=SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
-        chunk_tokens=settings.chunk_tokens,
-        chunk_overlap=settings.chunk_overlap,
-    )
+    indexer = build_indexer(settings, store=open_store(settings, tenant=tenant), embedder=build_embedder(settings))
     report = indexer.index_paths(paths, show_progress=not quiet and sys.stderr.isatty())
     for skipped in report.skipped:
         print(f"skipped: {skipped}", file=sys.stderr)
@@ -95,9 +89,9 @@ def _index(settings, paths: list[Path], *, quiet: bool, tenant: str | None) -> i
 
 
 def _ask(settings, question: str, *, top_k: int | None, as_json: bool, tenant: str | None) -> int:  # type: ignore[no-untyped-def]
-    from rag.service import RAGService
+    from rag.factory import build_service
 
-    answer = RAGService.from_settings(settings, tenant=tenant).ask(question, top_k=top_k)
+    answer = build_service(settings, tenant=tenant).ask(question, top_k=top_k)
     if as_json:
         print(json.dumps(answer.model_dump(), ensure_ascii=False, indent=2))
         return 0

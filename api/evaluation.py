@@ -63,16 +63,11 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
 def index_for_eval(settings: Settings, corpus: Path, *, progress: bool) -> str:
     """Index a BEIR corpus or a folder of files into the settings' store; returns the one-line summary."""
     from index.corpus import index_corpus
-    from index.pipeline import Indexer
+    from index.pipeline import build_indexer
     from rag.evaluation.references import is_beir
-    from rag.service import open_store
+    from rag.factory import build_embedder, open_store
 
-    indexer = Indexer(
-        store=open_store(settings),
-        embedder=_embedder(settings),
-        chunk_tokens=settings.chunk_tokens,
-        chunk_overlap=settings.chunk_overlap,
-    )
+    indexer = build_indexer(settings, store=open_store(settings), embedder=build_embedder(settings))
     if (corpus / "corpus.jsonl").is_file() or is_beir(corpus):
         report = index_corpus(indexer, corpus, show_progress=progress)
     else:
@@ -82,18 +77,12 @@ def index_for_eval(settings: Settings, corpus: Path, *, progress: bool) -> str:
     return report.summary()
 
 
-def _embedder(settings: Settings):  # type: ignore[no-untyped-def]
-    from rag.embedding import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder(device=settings.device)
-
-
 def _service(settings: Settings):  # type: ignore[no-untyped-def]
-    from rag.service import RAGService
+    from rag.factory import build_service
 
     # The embedder's weights are cached per process, so indexing and asking share one copy. Warm up as the app's
     # lifespan does, so the first question's latency does not include loading the model or building BM25.
-    service = RAGService.from_settings(settings, embedder=_embedder(settings))
+    service = build_service(settings)
     service.embedder.load()
     service.retriever.lexical()
     return service

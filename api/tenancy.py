@@ -14,10 +14,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from index.pipeline import Indexer
+from index.pipeline import Indexer, build_indexer
 from rag.config import ApiKey, Settings
 from rag.conversation import ChatService, ConversationStore
 from rag.embedding import SentenceTransformerEmbedder
+from rag.factory import build_service
 from rag.service import RAGService
 from rag.types import Answer
 
@@ -120,15 +121,10 @@ class TenantRegistry:
 
     def _build(self, name: str) -> Tenant:
         collection_tenant = None if name == LOCAL_TENANT and not self.keyring.enabled else name
-        service = RAGService.from_settings(self.settings, embedder=self.embedder, tenant=collection_tenant)
+        service = build_service(self.settings, embedder=self.embedder, tenant=collection_tenant)
         for observer in self._on_answer:
             service.observers.append(_bind(observer, name))
-        indexer = Indexer(
-            store=service.store,
-            embedder=self.embedder,
-            chunk_tokens=self.settings.chunk_tokens,
-            chunk_overlap=self.settings.chunk_overlap,
-        )
+        indexer = build_indexer(self.settings, store=service.store, embedder=self.embedder)
         chat = ChatService(
             service=service, conversations=self.conversations, tenant=self.settings.collection_for(collection_tenant)
         )

@@ -35,7 +35,7 @@ from index.chunking import chunk_document  # noqa: E402
 from index.pipeline import Indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.embedding import SentenceTransformerEmbedder, model_path  # noqa: E402
-from rag.service import RAGService, open_store  # noqa: E402
+from rag.factory import build_embedder, build_service, open_store  # noqa: E402
 from rag.types import Chunk, Document  # noqa: E402
 
 MODES = {
@@ -81,7 +81,7 @@ def ingest_ours(raw: list[dict[str, str]], embedder: SentenceTransformerEmbedder
     settings = Settings(data_dir=data_dir)
     indexer = Indexer(store=open_store(settings), embedder=embedder, chunk_tokens=CHUNK_TOKENS, chunk_overlap=OVERLAP)
     t0 = time.perf_counter()
-    docs = [indexer.make_document(doc_id=d["_id"], source=f"scifact/{d['_id']}", text=as_text(d)) for d in raw]
+    docs = [Document.from_text(doc_id=d["_id"], source=f"scifact/{d['_id']}", text=as_text(d)) for d in raw]
     chunks = indexer.put_many(docs)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "docs": len(docs), "chunks": chunks}
@@ -139,7 +139,7 @@ def ingest_llama(raw: list[dict[str, str]], st_model: Any, data_dir: Path) -> di
 
 # --- /ask -------------------------------------------------------------------------------------------------------
 def ask_in_process(data_dir: Path, questions: list[str]) -> dict[str, Any]:
-    service = RAGService.from_settings(Settings(data_dir=data_dir))
+    service = build_service(Settings(data_dir=data_dir))
     service.embedder.load()
     service.ask(questions[0])  # warm: BM25 built, first-call costs paid
     lat, parts = [], {"embed": [], "retrieve": [], "answer": []}
@@ -340,7 +340,7 @@ def scaling(base_dir: Path, work: Path, sizes: list[int], questions: list[str]) 
             count += take
             copy += 1
         log(f"scaling: {count} chunks stored; measuring")
-        service = RAGService.from_settings(Settings(data_dir=work))
+        service = build_service(Settings(data_dir=work))
         service.embedder.load()
         service.ask(questions[0])
         lat, dense = [], []
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     raw, queries, qrels = load_scifact(args.data, cfg["docs"])
     questions = [q["text"] for q in queries][: cfg["questions"]]
-    embedder = SentenceTransformerEmbedder()
+    embedder = build_embedder(Settings())
     log(
         f"mode={args.mode} docs={len(raw)} repeats={cfg['repeats']} device={embedder.device} "
         f"precision={embedder.precision} cores={os.cpu_count()}"

@@ -28,11 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from index.corpus import index_corpus  # noqa: E402
-from index.pipeline import Indexer  # noqa: E402
+from index.pipeline import build_indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
 from rag.evaluation.references import iter_corpus, load_beir  # noqa: E402
-from rag.service import RAGService, open_store  # noqa: E402
+from rag.factory import build_embedder, build_service, open_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,14 +67,10 @@ def rates(scores_on: list[float], scores_off: list[float], threshold: float) -> 
 def seed_scores(embedder: SentenceTransformerEmbedder, work: Path) -> tuple[list[float], list[float]]:
     """Best evidence scores of the seed reference set's on-topic and off-topic questions over the seeds."""
     settings = Settings(data_dir=work)
-    indexer = Indexer(
-        store=open_store(settings),
-        embedder=embedder,
-        chunk_tokens=settings.chunk_tokens,
-        chunk_overlap=settings.chunk_overlap,
+    build_indexer(settings, store=open_store(settings), embedder=embedder).index_paths(
+        sorted((ROOT / "seeds").glob("*.txt"))
     )
-    indexer.index_paths(sorted((ROOT / "seeds").glob("*.txt")))
-    service = RAGService.from_settings(settings, embedder=embedder)
+    service = build_service(settings, embedder=embedder)
     on: list[float] = []
     off: list[float] = []
     for line in (ROOT / "seeds" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
@@ -106,7 +102,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rag-calibrate-"))
     try:
         settings = Settings(data_dir=work)
-        embedder = SentenceTransformerEmbedder(device=settings.device)
+        embedder = build_embedder(settings)
         started = time.perf_counter()
         if args.from_store:
             shutil.copytree(Path(args.from_store) / "chroma", work / "chroma")
@@ -115,15 +111,10 @@ def main() -> None:
                 if doc.doc_id not in indexed_docs:
                     store.delete_document(doc.doc_id)
         else:
-            indexer = Indexer(
-                store=open_store(settings),
-                embedder=embedder,
-                chunk_tokens=settings.chunk_tokens,
-                chunk_overlap=settings.chunk_overlap,
-            )
+            indexer = build_indexer(settings, store=open_store(settings), embedder=embedder)
             index_corpus(indexer, args.data, show_progress=sys.stderr.isatty(), only=indexed_docs)
         print(f"store ready in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        service = RAGService.from_settings(settings, embedder=embedder)
+        service = build_service(settings, embedder=embedder)
         assert service.store.count_documents() == len(indexed_docs)
 
         by_group: dict[str, list[str]] = defaultdict(list)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.app import create_app  # noqa: E402
-from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
+from rag.config import Settings  # noqa: E402
+from rag.factory import build_embedder  # noqa: E402
 from tests.conftest import LiveServer, copy_seeds, index_folder, make_settings  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    embedder = SentenceTransformerEmbedder(device="cpu")
+    embedder = build_embedder(Settings(device="cpu"))
     embedder.load()
     with tempfile.TemporaryDirectory() as tmp:
         settings = make_settings(Path(tmp) / "data")

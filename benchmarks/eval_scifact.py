@@ -24,13 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from index.corpus import index_corpus  # noqa: E402
-from index.pipeline import Indexer  # noqa: E402
+from index.pipeline import build_indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
 from rag.evaluation.metrics import distinct_docs, hit_at, mrr_at, ndcg_at, recall_at  # noqa: E402
 from rag.evaluation.references import load_beir  # noqa: E402
+from rag.factory import build_embedder, open_store  # noqa: E402
 from rag.retrieval.hybrid import HybridRetriever  # noqa: E402
-from rag.service import open_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,16 +57,14 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings(data_dir=args.data_dir)
-    model = SentenceTransformerEmbedder(device=settings.device)
+    model = build_embedder(settings)
     embedder = model
     if args.vectors:
         from benchmarks.stored_vectors import StoredVectorEmbedder
 
         embedder = StoredVectorEmbedder(model, args.vectors)
     store = open_store(settings)
-    indexer = Indexer(
-        store=store, embedder=embedder, chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap
-    )
+    indexer = build_indexer(settings, store=store, embedder=embedder)
     report = index_corpus(indexer, args.data, show_progress=sys.stderr.isatty())
     print(f"index: {report.summary()}", file=sys.stderr)
     if args.vectors:

@@ -55,17 +55,11 @@ def main() -> None:
     if args.vectors:  # store the chunks with the precomputed vectors; index_for_eval then finds them unchanged
         from benchmarks.stored_vectors import StoredVectorEmbedder
         from index.corpus import index_corpus
-        from index.pipeline import Indexer
-        from rag.embedding import SentenceTransformerEmbedder
-        from rag.service import open_store
+        from index.pipeline import build_indexer
+        from rag.factory import build_embedder, open_store
 
-        embedder = StoredVectorEmbedder(SentenceTransformerEmbedder(device=settings.device), args.vectors)
-        indexer = Indexer(
-            store=open_store(settings),
-            embedder=embedder,
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap=settings.chunk_overlap,
-        )
+        embedder = StoredVectorEmbedder(build_embedder(settings), args.vectors)
+        indexer = build_indexer(settings, store=open_store(settings), embedder=embedder)
         print(
             index_corpus(indexer, args.data).summary(),
             f"(stored vectors for {embedder.found} chunks, the model for {embedder.missed})",

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.config import Settings  # noqa: E402
-from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
+from rag.factory import build_embedder, build_service  # noqa: E402
 from rag.service import RAGService  # noqa: E402
 from tests.conftest import copy_seeds, index_folder, make_settings  # noqa: E402
 
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     args = parser.parse_args()
     items = [json.loads(line) for line in (ROOT / "seeds" / "questions.jsonl").read_text().splitlines() if line]
-    embedder = SentenceTransformerEmbedder(device="cpu")
+    embedder = build_embedder(Settings(device="cpu"))
     embedder.load()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         settings = make_settings(Path(tmp) / "data", top_k=args.top_k)
@@ -86,7 +86,7 @@ def main() -> None:
             **{**settings.model_dump(), "llm_base_url": base_url, "llm_model": args.model, "llm_timeout_s": 300}
         )
         for name, s in (("extractive", settings), ("generated", generated)):
-            print(name, json.dumps(_run(RAGService.from_settings(s, embedder=embedder), items)))
+            print(name, json.dumps(_run(build_service(s, embedder=embedder), items)))
 
 
 if __name__ == "__main__":

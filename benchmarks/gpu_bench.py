@@ -19,8 +19,8 @@ from benchmarks.bench import as_text, load_scifact  # noqa: E402
 from index.chunking import chunk_document  # noqa: E402
 from index.pipeline import Indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.embedding import SentenceTransformerEmbedder, model_path  # noqa: E402
-from rag.service import open_store  # noqa: E402
+from rag.embedding import model_path  # noqa: E402
+from rag.factory import build_embedder, open_store  # noqa: E402
 from rag.types import Document  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main() -> int:
     raw, _, _ = load_scifact(args.data, 0)
     docs = [Document(doc_id=d["_id"], source="", text=as_text(d), content_hash="") for d in raw]
     texts = [c.text for d in docs for c in chunk_document(d, chunk_tokens=200, overlap=32)]
-    embedder = SentenceTransformerEmbedder(device="cuda")
+    embedder = build_embedder(Settings(device="cuda"))
     result["precision"] = embedder.precision
     embedder.embed(texts[:2048])  # warm: CUDA context, kernels, tokenizer
     runs = []
@@ -77,7 +77,7 @@ def main() -> int:
             settings = Settings(data_dir=Path(tmp) / f"run{r}")
             indexer = Indexer(store=open_store(settings), embedder=embedder, chunk_tokens=200, chunk_overlap=32)
             t = time.perf_counter()
-            fresh = [indexer.make_document(doc_id=d["_id"], source=f"scifact/{d['_id']}", text=as_text(d)) for d in raw]
+            fresh = [Document.from_text(doc_id=d["_id"], source=f"scifact/{d['_id']}", text=as_text(d)) for d in raw]
             chunks = indexer.put_many(fresh)
             seconds = time.perf_counter() - t
             runs.append({"seconds": seconds, "docs_per_s": len(raw) / seconds, "chunks_per_s": chunks / seconds})

@@ -33,7 +33,7 @@ class StoredVectorEmbedder:
         self.found = 0
         self.missed = 0
 
-    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), 384), dtype=np.float32)
         missing = []
         for i, text in enumerate(texts):
@@ -45,7 +45,7 @@ class StoredVectorEmbedder:
         self.found += len(texts) - len(missing)
         self.missed += len(missing)
         if missing:
-            out[missing] = self.base.embed([texts[i] for i in missing], batch_size=batch_size)
+            out[missing] = self.base.embed([texts[i] for i in missing])
         return out
 
     def embed_query(self, text: str) -> np.ndarray:

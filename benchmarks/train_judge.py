@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.answering.judge import FEATURES, features  # noqa: E402
+from rag.config import Settings  # noqa: E402
 from rag.embedding import SentenceTransformerEmbedder  # noqa: E402
+from rag.factory import build_embedder  # noqa: E402
 from rag.text import sentence_spans  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "scifact"
@@ -79,8 +81,8 @@ def load_pairs(data: Path, split: str) -> tuple[Pairs, int, int]:
 def feature_matrix(pairs: Pairs, embedder: SentenceTransformerEmbedder) -> np.ndarray:
     """One feature row per pair (the cosine from MiniLM, the rest lexical)."""
     unique_claims = sorted(set(pairs.claims))
-    claim_vectors = dict(zip(unique_claims, embedder.embed(unique_claims, batch_size=64), strict=True))
-    sentence_vectors = embedder.embed(pairs.sentences, batch_size=64)
+    claim_vectors = dict(zip(unique_claims, embedder.embed(unique_claims), strict=True))
+    sentence_vectors = embedder.embed(pairs.sentences)
     rows = []
     for claim, sentence, vector in zip(pairs.claims, pairs.sentences, sentence_vectors, strict=True):
         rows.append(features(claim, sentence, float(vector @ claim_vectors[claim])))
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sklearn.linear_model import LogisticRegression
 
-    embedder = SentenceTransformerEmbedder(device="cpu")
+    embedder = build_embedder(Settings(device="cpu"))
     train, used, skipped = load_pairs(args.data, "train")
     test, used_test, skipped_test = load_pairs(args.data, "test")
     print(f"abstracts: train {used} used, {skipped} skipped; test {used_test} used, {skipped_test} skipped")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from index.pipeline import Indexer, IndexReport, _progress
+from index.pipeline import Indexer, IndexReport
 from rag.evaluation.references import CorpusDocument, iter_corpus
+from rag.types import Document
 
 
 def index_corpus(
@@ -17,38 +19,22 @@ def index_corpus(
     ``only`` restricts the corpus to those doc ids (a subset for quick runs). Documents already stored with the
     same content are left alone, so a cached store (--data-dir) is reused across runs.
     """
-    import time
-
     started = time.perf_counter()
     wanted = set(only) if only is not None else None
-    known = indexer.store.document_hashes()
     report = IndexReport()
-    changed = []
-    for record in iter_corpus(folder):
-        if wanted is not None and record.doc_id not in wanted:
-            continue
-        document = _document(indexer, record, folder)
-        previous = known.get(document.doc_id)
-        if previous is not None and previous[0] == document.content_hash:
-            report.unchanged += 1
-            continue
-        changed.append(document)
-        if previous is None:
-            report.added += 1
-        else:
-            report.updated += 1
-    bar = _progress(len(changed), show_progress)
-    try:
-        report.chunks = indexer.put_many(changed, progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+
+    def documents() -> Iterator[Document]:
+        for record in iter_corpus(folder):
+            if wanted is None or record.doc_id in wanted:
+                yield _document(record, folder)
+
+    indexer.put_changed(documents(), report=report, show_progress=show_progress)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _document(indexer: Indexer, record: CorpusDocument, folder: Path):  # type: ignore[no-untyped-def]
-    return indexer.make_document(
+def _document(record: CorpusDocument, folder: Path) -> Document:
+    return Document.from_text(
         doc_id=record.doc_id,
         source=f"{Path(folder).name}/{record.doc_id}",
         text=record.full_text(),

@@ -1,11 +1,11 @@
-"""Load .txt, .md, .html and .pdf files into normalised text."""
+"""Load .txt, .md, .html and .pdf files into Documents (their text normalised once, by Document.from_text)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rag.errors import UnsupportedFile
-from rag.text import normalize_text
+from rag.types import Document
 
 SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
 
@@ -14,8 +14,8 @@ class LoadError(Exception):
     """A file that cannot be read as text: reported by name and skipped."""
 
 
-def load_text(path: Path) -> tuple[str, str]:
-    """Return (normalised text, title) of a supported file; raise LoadError or UnsupportedFile."""
+def load_document(path: Path, *, doc_id: str, source: str, root: str = "") -> Document:
+    """Load a supported file as a Document; raise LoadError or UnsupportedFile."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:
         raise UnsupportedFile(f"{path}: unsupported type {suffix or '(none)'}; supported: {sorted(SUPPORTED)}")
@@ -30,14 +30,14 @@ def load_text(path: Path) -> tuple[str, str]:
         title = ""
         if suffix in {".html", ".htm"}:
             raw, title = _html_text(raw)
-    text = normalize_text(raw)
-    if not text:
+    document = Document.from_text(doc_id=doc_id, source=source, text=raw, title=title, root=root)
+    if not document.text:
         raise LoadError(f"{path}: no text found")
-    return text, title
+    return document
 
 
-def text_from_bytes(name: str, data: bytes) -> tuple[str, str]:
-    """Load an uploaded file's bytes, dispatching on the name's suffix like load_text."""
+def document_from_bytes(name: str, data: bytes, *, doc_id: str, source: str) -> Document:
+    """Load an uploaded file's bytes as a Document, dispatching on the name's suffix like load_document."""
     import tempfile
 
     suffix = Path(name).suffix.lower()
@@ -45,7 +45,7 @@ def text_from_bytes(name: str, data: bytes) -> tuple[str, str]:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
         try:
-            return load_text(path)
+            return load_document(path, doc_id=doc_id, source=source)
         except (LoadError, UnsupportedFile) as exc:
             raise type(exc)(str(exc).replace(str(path), name)) from exc
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from index.chunking import chunk_document
-from index.loaders import SUPPORTED, LoadError, load_text
+from index.loaders import SUPPORTED, LoadError, load_document
+from rag.config import Settings
+from rag.embedding import ChunkEmbedder, Embedder
 from rag.errors import UnsupportedFile
-from rag.retrieval.hybrid import Embedder
 from rag.store import ChromaStore
-from rag.text import content_hash, normalize_text, sentence_spans
+from rag.text import sentence_spans
 from rag.types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -66,33 +67,30 @@ class _Candidate:
     root: str
 
 
+def build_indexer(settings: Settings, *, store: ChromaStore, embedder: Embedder) -> Indexer:
+    """The Indexer the settings describe, writing to ``store`` (see rag.factory for the store and embedder)."""
+    return Indexer(
+        store=store, embedder=embedder, chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap
+    )
+
+
 class Indexer:
     """Loads, chunks, embeds and stores documents into one store."""
 
-    def __init__(
-        self, *, store: ChromaStore, embedder: Embedder, chunk_tokens: int, chunk_overlap: int, batch_size: int = 64
-    ) -> None:
+    def __init__(self, *, store: ChromaStore, embedder: Embedder, chunk_tokens: int, chunk_overlap: int) -> None:
         self.store = store
         self.embedder = embedder
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
-        self.batch_size = batch_size
         # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
         self._doc_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-
-    def make_document(self, *, doc_id: str, source: str, text: str, title: str = "", root: str = "") -> Document:
-        """Normalise raw text into a Document (the text every offset refers to)."""
-        normalised = normalize_text(text)
-        return Document(
-            doc_id=doc_id, source=source, text=normalised, content_hash=content_hash(normalised), root=root, title=title
-        )
 
     def put(self, document: Document) -> int:
         """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
         chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
         chunks, vectors = self._embed(chunks)
-        self.store.replace_document(document, chunks, vectors)
+        self.store.replace_documents([(document, chunks, vectors)])
         return len(chunks)
 
     def ingest(self, document: Document) -> IngestResult:
@@ -110,10 +108,9 @@ class Indexer:
     def _embed(self, chunks: list[Chunk]) -> tuple[list[Chunk], np.ndarray]:
         """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""
         texts = [c.text for c in chunks]
-        embed_chunks = getattr(self.embedder, "embed_chunks", None)
-        if embed_chunks is None:
-            return chunks, self.embedder.embed(texts, batch_size=self.batch_size)
-        vectors, sentences = embed_chunks(texts, [sentence_spans(t) for t in texts])
+        if not isinstance(self.embedder, ChunkEmbedder):
+            return chunks, self.embedder.embed(texts)
+        vectors, sentences = self.embedder.embed_chunks(texts, [sentence_spans(t) for t in texts])
         with_sentences = [
             dataclasses.replace(c, sentence_vectors=v.astype(np.float16))
             for c, v in zip(chunks, sentences, strict=True)
@@ -125,7 +122,7 @@ class Indexer:
 
         Three stages overlap: a thread chunks the next window of documents while this thread embeds the current
         one, and another thread writes the previous one to the store. Windows are written in order, each with
-        ``replace_documents`` (so crash safety is that of ``replace_document``).
+        ``replace_documents``, the store's one crash-safe write path.
         """
         chunked_q: queue.Queue[object] = queue.Queue(maxsize=2)
         written_q: queue.Queue[object] = queue.Queue(maxsize=2)
@@ -204,6 +201,48 @@ class Indexer:
             raise errors[0]
         return total
 
+    def put_changed(
+        self,
+        documents: Iterable[Document],
+        *,
+        report: IndexReport,
+        known: dict[str, tuple[str, str]] | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        """Store the documents whose content the store does not hold yet, counting them in ``report``.
+
+        A document whose content hash matches ``known`` (the store's ``document_hashes()``, read now if not given)
+        is left alone, so re-indexing unchanged content embeds nothing.
+        """
+        if known is None:
+            known = self.store.document_hashes()
+        changed: list[tuple[Document, bool]] = []
+        for document in documents:
+            previous = known.get(document.doc_id)
+            if previous is not None and previous[0] == document.content_hash:
+                report.unchanged += 1
+            else:
+                changed.append((document, previous is not None))
+
+        bar = _progress(len(changed), show_progress)
+        done = 0
+
+        def logged(n: int) -> None:
+            nonlocal done
+            done += n
+            log.info("indexed %d/%d documents", done, len(changed))
+
+        try:
+            report.chunks += self.put_many((d for d, _ in changed), progress=bar.update if bar else logged)
+        finally:
+            if bar:
+                bar.close()
+        for _, existed in changed:
+            if existed:
+                report.updated += 1
+            else:
+                report.added += 1
+
     def index_paths(self, paths: Iterable[Path], *, show_progress: bool = False) -> IndexReport:
         """Index files and folders; a folder's vanished files are removed from the index."""
         started = time.perf_counter()
@@ -222,49 +261,20 @@ class Indexer:
             else:
                 report.skipped.append(f"{path}: no such file or folder")
 
-        changed: list[tuple[Document, bool]] = []
         seen: set[str] = set()
-        for cand in candidates:
-            try:
-                text, title = load_text(cand.path)
-            except (LoadError, UnsupportedFile) as exc:
-                report.skipped.append(str(exc))
-                log.warning("skipped %s", exc)
+
+        def loaded() -> Iterator[Document]:
+            for cand in candidates:
                 seen.add(cand.doc_id)  # a bad new version keeps the old one indexed: nothing is lost
-                continue
-            seen.add(cand.doc_id)
-            doc = Document(
-                doc_id=cand.doc_id,
-                source=str(cand.path),
-                text=text,
-                content_hash=content_hash(text),
-                root=cand.root,
-                title=title,
-            )
-            previous = known.get(doc.doc_id)
-            if previous is not None and previous[0] == doc.content_hash:
-                report.unchanged += 1
-            else:
-                changed.append((doc, previous is not None))
+                try:
+                    document = load_document(cand.path, doc_id=cand.doc_id, source=str(cand.path), root=cand.root)
+                except (LoadError, UnsupportedFile) as exc:
+                    report.skipped.append(str(exc))
+                    log.warning("skipped %s", exc)
+                    continue
+                yield document
 
-        bar = _progress(len(changed), show_progress)
-        done = 0
-
-        def logged(n: int) -> None:
-            nonlocal done
-            done += n
-            log.info("indexed %d/%d documents", done, len(changed))
-
-        try:
-            report.chunks = self.put_many((d for d, _ in changed), progress=bar.update if bar else logged)
-        finally:
-            if bar:
-                bar.close()
-        for _, existed in changed:
-            if existed:
-                report.updated += 1
-            else:
-                report.added += 1
+        self.put_changed(loaded(), known=known, report=report, show_progress=show_progress)
 
         # Files that disappeared from an indexed folder, and orphans of an interrupted delete.
         gone = {doc_id for doc_id, (_, root) in known.items() if root in roots and doc_id not in seen}

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -118,7 +118,7 @@ def choose_precision(*, device: str, precision: str = "auto", flags: Iterable[st
 
 # --- the NumPy backend -------------------------------------------------------------------------------------------
 class NumpyMiniLM:
-    """MiniLM's forward pass in float32 NumPy (BERT encoder, mean pooling, L2 normalisation)."""
+    """MiniLM's BERT encoder in float32 NumPy: token states for ``mean_pool`` and ``pool_spans``."""
 
     heads = 12
     eps = 1e-12
@@ -167,10 +167,6 @@ class NumpyMiniLM:
         x *= params[0]
         x += params[1]
         return x
-
-    def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Normalised sentence vectors for a padded batch of token ids (batch, seq) with its attention mask."""
-        return mean_pool(self.hidden(ids, mask), mask)
 
     def hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The last layer's token states, (batch, seq, 384)."""
@@ -282,6 +278,23 @@ def _pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- the embedder --------------------------------------------------------------------------------------------------
+class Embedder(Protocol):
+    """What retrieval, answering and ingestion need from an embedding model (L2-normalised float32 vectors)."""
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ChunkEmbedder(Embedder, Protocol):
+    """An Embedder that also gives each chunk's in-context sentence vectors, from the chunk's own forward pass."""
+
+    def embed_chunks(
+        self, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+
 class SentenceTransformerEmbedder:
     """Embeds texts with the local MiniLM model; vectors are L2-normalised float32.
 
@@ -336,12 +349,11 @@ class SentenceTransformerEmbedder:
             )
         return self._resolved
 
-    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def embed(self, texts: list[str]) -> np.ndarray:
         """Embed a batch of texts; returns an array of shape (len(texts), 384).
 
         Up to ``SMALL_BATCH`` texts (a question's candidate sentences, a small document) run in NumPy; more run in
-        torch at the chosen precision, which uses every core for one batch. ``batch_size`` is kept for
-        compatibility: batches are sized by padded tokens instead.
+        torch at the chosen precision, which uses every core for one batch. Batches are sized by padded tokens.
         """
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)

@@ -8,20 +8,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from rag.answering.extractive import MAX_SENTENCES, Extract, ExtractiveAnswerer
+from rag.answering.extractive import Extract, ExtractiveAnswerer
 from rag.answering.generated import Generated, GeneratedAnswerer
-from rag.answering.judge import SupportJudge
-from rag.answering.llm import OpenAIChatLLM
-from rag.config import DEFAULT_SENTENCE_VECTORS, MAX_QUESTION_CHARS, MAX_TOP_K, Settings
+from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K
 from rag.embedding import DIMENSIONS, SentenceTransformerEmbedder
 from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
 from rag.retrieval.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
 from rag.retrieval.hybrid import HybridRetriever
-from rag.store import ChromaStore, decode_vectors
+from rag.store import ChromaStore
 from rag.text import sentence_spans, text_deltas
 from rag.types import Answer, DocumentInfo, Passage
 
@@ -51,57 +48,27 @@ class RAGService:
         *,
         store: ChromaStore,
         embedder: SentenceTransformerEmbedder,
-        min_answer_score: float,
+        retriever: HybridRetriever,
+        answerer: ExtractiveAnswerer,
+        sentence_vectors: EmbeddingCache,
         default_top_k: int,
-        max_answer_sentences: int = MAX_SENTENCES,
-        llm: OpenAIChatLLM | None = None,
-        drop_unsupported: bool = False,
-        sentence_vectors: str = DEFAULT_SENTENCE_VECTORS,
+        generator: GeneratedAnswerer | None = None,
+        use_stored_sentence_vectors: bool = False,
     ) -> None:
+        """Wire built parts together; ``rag.factory.build_service`` builds them from Settings."""
         self.store = store
-        # "stored": answer with the in-context sentence vectors kept with each chunk; "query": embed sentences now.
-        self.use_stored_sentence_vectors = sentence_vectors == "stored"
         self.embedder = embedder
+        self.retriever = retriever
+        # The extractive answerer's sentence vectors; "stored" mode prefills it with the in-context vectors kept
+        # with each chunk, "query" mode embeds sentences at question time.
+        self.sentence_vectors = sentence_vectors
+        self.use_stored_sentence_vectors = use_stored_sentence_vectors
         self.default_top_k = default_top_k
-        self.retriever = HybridRetriever(store=store, embedder=embedder)
-        self.sentence_vectors = EmbeddingCache(embedder.embed)
+        self.answerer = answerer
+        # None: extractive answers only. Otherwise the model writes the answer and the extractive one is the fallback.
+        self.generator = generator
         # Called with every answer produced (metrics at the edge); an observer's failure never fails an answer.
         self.observers: list[Callable[[Answer], None]] = []
-        self.answerer = ExtractiveAnswerer(
-            embed=self.sentence_vectors,
-            idf=lambda term: self.retriever.lexical().bm25.idf_of(term),
-            min_score=min_answer_score,
-            max_sentences=max_answer_sentences,
-        )
-        # None: extractive answers only. Otherwise the model writes the answer and the extractive one is the fallback.
-        # The judge shares the sentence cache: the passages' sentences were just embedded by the extractive answer.
-        self.generator = (
-            GeneratedAnswerer(
-                llm=llm, judge=SupportJudge(embed=self.sentence_vectors), drop_unsupported=drop_unsupported
-            )
-            if llm is not None
-            else None
-        )
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None, tenant: str | None = None
-    ) -> RAGService:
-        """Build the store, model and retrievers described by ``settings`` (for one tenant's collection)."""
-        return cls(
-            store=open_store(settings, tenant=tenant),
-            embedder=embedder or SentenceTransformerEmbedder(device=settings.device, precision=settings.precision),
-            min_answer_score=settings.answer_threshold,
-            default_top_k=settings.top_k,
-            max_answer_sentences=settings.max_answer_sentences,
-            llm=build_llm(settings),
-            drop_unsupported=settings.llm_drop_unsupported,
-            sentence_vectors=settings.sentence_vectors,
-        )
-
-    def ready(self) -> bool:
-        """Model loaded and index non-empty."""
-        return self.embedder.loaded and self.store.count_chunks() > 0
 
     def ask(self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()) -> Answer:
         """Answer ``question`` from the index, citing the sentences used; ``context`` is the chat so far."""
@@ -224,11 +191,10 @@ class EmbeddingCache:
         so the answerer does not run the model over them; passages indexed without them are embedded on demand."""
         fresh: list[tuple[str, np.ndarray]] = []
         for passage in passages:
-            blob = passage._sentence_vectors
-            if not blob:
+            vectors = passage.sentence_vectors
+            if vectors is None:
                 continue
             spans = sentence_spans(passage.text)
-            vectors = decode_vectors(blob)
             if len(spans) != len(vectors):
                 continue  # stored by another sentence splitter: do not guess
             fresh.extend((passage.text[s:e], v) for (s, e), v in zip(spans, vectors, strict=True))
@@ -259,27 +225,6 @@ class EmbeddingCache:
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
         return np.stack([found[t] for t in texts])
-
-
-def open_store(settings: Settings, *, tenant: str | None = None) -> ChromaStore:
-    """The store of one tenant's collection: on the Chroma server if RAG_CHROMA_URL is set, else embedded."""
-    collection = settings.collection_for(tenant)
-    if settings.chroma_url:
-        return ChromaStore(url=settings.chroma_url, collection=collection)
-    return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=collection)
-
-
-def build_llm(settings: Settings) -> OpenAIChatLLM | None:
-    """The model server the settings describe, or None when none is configured (extractive answers)."""
-    if not settings.llm_base_url or not settings.llm_model:
-        return None
-    return OpenAIChatLLM(
-        base_url=settings.llm_base_url,
-        model=settings.llm_model,
-        api_key=settings.llm_api_key,
-        timeout_s=settings.llm_timeout_s,
-        max_tokens=settings.llm_max_tokens,
-    )
 
 
 @dataclass

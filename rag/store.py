@@ -31,10 +31,13 @@ _SNAPSHOT_TRIES = 5
 
 @dataclass(frozen=True)
 class DenseHit:
+    """A nearest chunk: its metadata, and its in-context sentence vectors (decoded) when it was stored with them."""
+
     chunk_id: str
     text: str
     metadata: dict[str, Any]
     similarity: float
+    sentence_vectors: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ class ChromaStore:
                     texts.extend(got["documents"] or [])
                     # Sentence vectors stay in the store: the snapshot lives in every replica's memory for BM25
                     # (~5 KB a chunk, 0.5 GB at 100k chunks); dense hits bring them for the passages they return.
-                    metas.extend(_without(m, SENTENCE_VECTORS) for m in got["metadatas"] or [])
+                    metas.extend(_without(m, _SENTENCE_VECTORS) for m in got["metadatas"] or [])
             hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
             if attempt == _SNAPSHOT_TRIES - 1 or self.generation() == generation:
                 break
@@ -204,7 +207,13 @@ class ChromaStore:
                 include=["documents", "metadatas", "distances"],
             )
         return [
-            DenseHit(chunk_id=i, text=t, metadata=dict(m), similarity=1.0 - float(d))
+            DenseHit(
+                chunk_id=i,
+                text=t,
+                metadata=_without(m, _SENTENCE_VECTORS),
+                similarity=1.0 - float(d),
+                sentence_vectors=_sentence_vectors_of(m),
+            )
             for i, t, m, d in zip(
                 got["ids"][0],
                 (got["documents"] or [[]])[0],
@@ -215,53 +224,19 @@ class ChromaStore:
         ]
 
     # --- writes --------------------------------------------------------------------------------------------
-    def replace_document(self, document: Document, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None:
-        """Make ``chunks`` the document's only chunks.
-
-        Order matters for crash safety and for readers: new chunks are upserted first (ids are content-derived,
-        so a rerun is idempotent), then the document record switches to the new content hash (retrieval only
-        shows chunks whose hash matches the record), then stale chunks are deleted.
-        """
-        old_ids = set(self.chunk_ids_of(document.doc_id))
-        with _translate_errors(self._reset):
-            for lo in range(0, len(chunks), self._max_batch):
-                batch = chunks[lo : lo + self._max_batch]
-                self._chunks.upsert(
-                    ids=[c.chunk_id for c in batch],
-                    embeddings=embeddings[lo : lo + len(batch)],
-                    documents=[c.text for c in batch],
-                    metadatas=[_chunk_meta(c, document) for c in batch],
-                )
-            self._docs.upsert(
-                ids=[document.doc_id],
-                embeddings=[_PLACEHOLDER],
-                documents=[document.text],
-                metadatas=[
-                    {
-                        "source": document.source,
-                        "root": document.root,
-                        "title": document.title,
-                        "content_hash": document.content_hash,
-                        "chunks": len(chunks),
-                    }
-                ],
-            )
-            stale = sorted(old_ids - {c.chunk_id for c in chunks})
-            for lo in range(0, len(stale), self._max_batch):
-                self._chunks.delete(ids=stale[lo : lo + self._max_batch])
-        self.bump_generation()
-
     def replace_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> None:
-        """``replace_document`` for many documents at once: the same order of writes, in a few large calls.
+        """Make each document's ``chunks`` (with their ``embeddings``) its only chunks: the one write path.
 
-        All new chunks are upserted first, then the document records switch hashes, then stale chunks go, then
-        the generation moves once. A crash at any point leaves what a crash in ``replace_document`` leaves.
+        Order matters for crash safety and for readers: all new chunks are upserted first (ids are
+        content-derived, so a rerun is idempotent), then the document records switch to the new content hashes
+        (retrieval only shows chunks whose hash matches the record), then stale chunks are deleted, then the
+        generation moves once. A crash at any point leaves chunks no reader sees, which the next run completes.
         """
         if not items:
             return
         doc_ids = [d.doc_id for d, _, _ in items]
         with _translate_errors(self._reset):
-            old = self._chunks.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"] if doc_ids else []
+            old = self._chunks.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"]
             chunks = [c for _, cs, _ in items for c in cs]
             metas = [_chunk_meta(c, d) for d, cs, _ in items for c in cs]
             vectors = np.concatenate([v for _, cs, v in items if len(cs)] or [np.zeros((0, 1), np.float32)])
@@ -366,11 +341,17 @@ def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
         "content_hash": document.content_hash,
     }
     if chunk.sentence_vectors is not None and len(chunk.sentence_vectors):
-        meta[SENTENCE_VECTORS] = encode_vectors(chunk.sentence_vectors)
+        meta[_SENTENCE_VECTORS] = encode_vectors(chunk.sentence_vectors)
     return meta
 
 
-SENTENCE_VECTORS = "sentence_vectors"
+# The metadata key of a chunk's in-context sentence vectors (encode_vectors); nothing outside the store sees it.
+_SENTENCE_VECTORS = "sentence_vectors"
+
+
+def _sentence_vectors_of(meta: Any) -> np.ndarray | None:
+    blob = (meta or {}).get(_SENTENCE_VECTORS)
+    return decode_vectors(blob) if blob else None
 
 
 def _without(meta: Any, key: str) -> dict[str, Any]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from rag.text import content_hash, normalize_text
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,14 @@ class Document:
     content_hash: str
     root: str = ""
     title: str = ""
+
+    @classmethod
+    def from_text(cls, *, doc_id: str, source: str, text: str, title: str = "", root: str = "") -> Document:
+        """Normalise raw text (once: every offset refers to the result) and hash it; the one way to make one."""
+        normalised = normalize_text(text)
+        return cls(
+            doc_id=doc_id, source=source, text=normalised, content_hash=content_hash(normalised), root=root, title=title
+        )
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class DocumentInfo:
 class Passage(BaseModel):
     """A retrieved chunk with its fused score."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     chunk_id: str
     doc_id: str
     source: str
@@ -62,8 +76,9 @@ class Passage(BaseModel):
     score: float = Field(description="Fused retrieval score (higher is better).")
     dense_score: float | None = Field(None, description="Cosine similarity to the question, if retrieved densely.")
     bm25_score: float | None = Field(None, description="BM25 score, if retrieved lexically.")
-    # The chunk's in-context sentence vectors as stored (encoded), for the answerer; never serialised.
-    _sentence_vectors: str | None = PrivateAttr(default=None)
+    # The chunk's in-context sentence vectors (rag.text.sentence_spans order) as the store kept them, for the
+    # answerer's "stored" mode; None when it has none. Never serialised, not part of the API's schema.
+    sentence_vectors: SkipJsonSchema[np.ndarray | None] = Field(None, exclude=True, repr=False)
 
 
 class Citation(BaseModel):

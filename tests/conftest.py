@@ -65,16 +65,10 @@ def copy_seeds(dest: Path) -> Path:
 
 
 def index_folder(settings: Settings, embedder: SentenceTransformerEmbedder, *paths: Path):  # type: ignore[no-untyped-def]
-    from index.pipeline import Indexer
-    from rag.service import open_store
+    from index.pipeline import build_indexer
+    from rag.factory import open_store
 
-    indexer = Indexer(
-        store=open_store(settings),
-        embedder=embedder,
-        chunk_tokens=settings.chunk_tokens,
-        chunk_overlap=settings.chunk_overlap,
-    )
-    return indexer.index_paths(list(paths))
+    return build_indexer(settings, store=open_store(settings), embedder=embedder).index_paths(list(paths))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import unicodedata
 from pathlib import Path
@@ -23,10 +24,8 @@ from api.schemas import (
     DocumentSummary,
     IngestResponse,
 )
-from api.tenancy import Tenant
-from index.loaders import SUPPORTED, LoadError, text_from_bytes
+from index.loaders import SUPPORTED, LoadError, document_from_bytes
 from rag.errors import InvalidInput
-from rag.text import content_hash, normalize_text
 from rag.types import Document
 
 router = APIRouter(tags=["documents"])
@@ -67,9 +66,9 @@ async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     """Add or replace a document from JSON text or an uploaded file; the same content again changes nothing."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        document = await _document_from_json(request, tenant)
+        document = await _document_from_json(request)
     elif content_type == "multipart/form-data":
-        document = await _document_from_upload(request, tenant)
+        document = await _document_from_upload(request)
     else:
         raise unsupported_media_type("send application/json {\"text\": ...} or multipart/form-data with a 'file' part")
     result = await run_in_threadpool(tenant.indexer.ingest, document)
@@ -86,7 +85,7 @@ async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=201 if result.status == "added" else 200)
 
 
-async def _document_from_json(request: Request, tenant: Tenant) -> Document:
+async def _document_from_json(request: Request) -> Document:
     raw = await request.body()
     try:
         payload = json.loads(raw)
@@ -97,15 +96,15 @@ async def _document_from_json(request: Request, tenant: Tenant) -> Document:
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)]
         raise InvalidInput("; ".join(parts)) from exc
-    normalised = normalize_text(req.text)
-    if not normalised:
+    document = Document.from_text(doc_id="", source="", text=req.text, title=req.title)
+    if not document.text:
         raise InvalidInput("text: the document has no text once whitespace is normalised")
-    digest = content_hash(normalised)
-    doc_id = _check_doc_id(req.doc_id or req.source or digest[:16])
-    return Document(doc_id=doc_id, source=req.source or doc_id, text=normalised, content_hash=digest, title=req.title)
+    # Without a doc_id or source, the id is derived from the content (the same text gets the same id).
+    doc_id = _check_doc_id(req.doc_id or req.source or document.content_hash[:16])
+    return dataclasses.replace(document, doc_id=doc_id, source=req.source or doc_id)
 
 
-async def _document_from_upload(request: Request, tenant: Tenant) -> Document:
+async def _document_from_upload(request: Request) -> Document:
     form = await request.form(max_files=1, max_fields=4)
     try:
         upload = form.get("file")
@@ -121,14 +120,13 @@ async def _document_from_upload(request: Request, tenant: Tenant) -> Document:
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
     finally:
         await form.close()
+    doc_id = _check_doc_id(fields.get("doc_id") or name)
     try:
-        text, title = await run_in_threadpool(text_from_bytes, name, data)
+        return await run_in_threadpool(
+            document_from_bytes, name, data, doc_id=doc_id, source=fields.get("source") or name
+        )
     except LoadError as exc:
         raise InvalidInput(str(exc)) from exc
-    doc_id = _check_doc_id(fields.get("doc_id") or name)
-    source = fields.get("source") or name
-    document = tenant.indexer.make_document(doc_id=doc_id, source=source, text=text, title=title)
-    return document
 
 
 def _check_doc_id(doc_id: str) -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from rag.embedding import Embedder
 from rag.retrieval.bm25 import BM25Index
-from rag.store import SENTENCE_VECTORS, ChromaStore, ChunkSnapshot
+from rag.store import ChromaStore, ChunkSnapshot
 from rag.types import Passage
 
 RRF_K = 60
@@ -30,17 +31,10 @@ BM25_WEIGHT = 1.0
 BM25_TITLES = True
 
 
-class Embedder(Protocol):
-    def embed_query(self, text: str) -> np.ndarray: ...
-
-    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
-
-
 @dataclass
 class _Lexical:
     snapshot: ChunkSnapshot
     bm25: BM25Index
-    position: dict[str, int]
 
 
 class HybridRetriever:
@@ -81,11 +75,7 @@ class HybridRetriever:
             current = self._lexical
             if current is None or current.snapshot.generation != generation:
                 snapshot = self.store.snapshot()
-                current = _Lexical(
-                    snapshot=snapshot,
-                    bm25=BM25Index(self._lexical_texts(snapshot)),
-                    position={cid: i for i, cid in enumerate(snapshot.ids)},
-                )
+                current = _Lexical(snapshot=snapshot, bm25=BM25Index(self._lexical_texts(snapshot)))
                 self._lexical = current
         return current
 
@@ -117,7 +107,12 @@ class HybridRetriever:
             if hashes.get(str(hit.metadata.get("doc_id"))) != hit.metadata.get("content_hash"):
                 continue
             dense_ranked.append((hit.chunk_id, hit.similarity))
-            found[hit.chunk_id] = {"text": hit.text, "meta": hit.metadata, "dense": hit.similarity}
+            found[hit.chunk_id] = {
+                "text": hit.text,
+                "meta": hit.metadata,
+                "dense": hit.similarity,
+                "sentence_vectors": hit.sentence_vectors,
+            }
         snap = lexical.snapshot
         sparse_ranked: list[tuple[str, float]] = []
         for pos, score in sparse_hits:
@@ -153,7 +148,7 @@ class HybridRetriever:
 
 def _passage(chunk_id: str, entry: dict[str, Any], score: float) -> Passage:
     meta = entry["meta"]
-    passage = Passage(
+    return Passage(
         chunk_id=chunk_id,
         doc_id=str(meta["doc_id"]),
         source=str(meta.get("source", "")),
@@ -163,6 +158,6 @@ def _passage(chunk_id: str, entry: dict[str, Any], score: float) -> Passage:
         score=score,
         dense_score=entry.get("dense"),
         bm25_score=entry.get("bm25"),
+        # Only dense hits bring them: the BM25 snapshot leaves them in the store (see ChromaStore.snapshot).
+        sentence_vectors=entry.get("sentence_vectors"),
     )
-    passage._sentence_vectors = meta.get(SENTENCE_VECTORS)
-    return passage

@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 
 from index.chunking import chunk_document
-from index.loaders import load_text
-from rag.service import open_store
-from rag.text import content_hash
-from rag.types import Document
+from index.loaders import load_document
+from rag.factory import open_store
 from tests.conftest import CHROMA_URL, ROOT, make_settings
 
 # Three ingestion windows (index.pipeline.WINDOW_DOCS = 256): the kill lands after the first is stored.
@@ -40,8 +38,7 @@ def _corpus(folder: Path) -> None:
 def _expected_chunk_ids(folder: Path, settings) -> set[str]:  # type: ignore[no-untyped-def]
     ids: set[str] = set()
     for path in sorted(folder.iterdir()):
-        text, _ = load_text(path)
-        doc = Document(doc_id=path.name, source=str(path), text=text, content_hash=content_hash(text))
+        doc = load_document(path, doc_id=path.name, source=str(path))
         ids.update(
             c.chunk_id for c in chunk_document(doc, chunk_tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
         )

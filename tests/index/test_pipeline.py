@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from index.pipeline import Indexer
+from rag.factory import open_store
 from rag.retrieval.hybrid import HybridRetriever
-from rag.service import open_store
+from rag.types import Document
 from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings
 
 ALPHA = "Alpha reactors run on molten salt. They were first tested in 1965 at Oak Ridge."
@@ -206,7 +207,7 @@ def test_put_many_stores_same_ids_offsets_and_vectors_as_one_by_one(
 
     seed = (ROOT / "seeds" / SEED_DOC_ID).read_text(encoding="utf-8")
     texts = [seed, ALPHA, BETA, seed[: len(seed) // 2], (ALPHA + " ") * 40] + [f"{BETA} Plot {i}." for i in range(30)]
-    docs = [indexer.make_document(doc_id=f"d{i}", source=f"d{i}.txt", text=t) for i, t in enumerate(texts)]
+    docs = [Document.from_text(doc_id=f"d{i}", source=f"d{i}.txt", text=t) for i, t in enumerate(texts)]
     import index.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "WINDOW_DOCS", 12)  # several windows, so the three stages really overlap
@@ -251,7 +252,7 @@ def test_put_many_chunking_error_propagates_and_writes_nothing_after(
 
     monkeypatch.setattr(pipeline, "chunk_document", failing)
     monkeypatch.setattr(pipeline, "WINDOW_DOCS", 1)
-    docs = [indexer.make_document(doc_id=i, source=f"{i}.txt", text=ALPHA) for i in ("ok", "bad", "later")]
+    docs = [Document.from_text(doc_id=i, source=f"{i}.txt", text=ALPHA) for i in ("ok", "bad", "later")]
     with pytest.raises(RuntimeError, match="disk on fire"):
         indexer.put_many(docs)
     assert "later" not in {d.doc_id for d in indexer.store.list_documents()}

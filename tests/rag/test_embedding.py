@@ -99,11 +99,11 @@ def test_ask_path_never_imports_torch(seeded_settings) -> None:  # type: ignore[
     code = (
         "import sys\n"
         "import api.cli\n"
-        "from rag.service import RAGService\n"
+        "from rag.factory import build_service\n"
         "from rag.config import Settings\n"
         f"s = Settings(data_dir={str(seeded_settings.data_dir)!r}, collection={seeded_settings.collection!r}, "
         f"chroma_url={seeded_settings.chroma_url!r})\n"
-        "a = RAGService.from_settings(s).ask('why did the VRAEM faction attack in February?')\n"
+        "a = build_service(s).ask('why did the VRAEM faction attack in February?')\n"
         "assert a.citations, a\n"
         "import api.app\n"
         "bad = sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules)\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.retrieval.hybrid import HybridRetriever
+from rag.types import Document
 
 
 def _retriever(**kwargs: object) -> HybridRetriever:
@@ -34,7 +35,7 @@ def test_unknown_fusion_is_rejected() -> None:
 
 def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
     from index.pipeline import Indexer
-    from rag.service import open_store
+    from rag.factory import open_store
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "data")
@@ -42,7 +43,7 @@ def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -
     indexer = Indexer(store=store, embedder=embedder, chunk_tokens=64, chunk_overlap=0)
     body = " ".join(f"Sentence {i} talks about fins, cells and growth after an injury." for i in range(30))
     indexer.put(
-        indexer.make_document(
+        Document.from_text(
             doc_id="d1", source="d1", text=f"Zebrafish regeneration\n\n{body}", title="Zebrafish regeneration"
         )
     )

@@ -15,6 +15,7 @@ import pytest
 from rag.answering.generated import FENCE_CLOSE, FENCE_OPEN, build_messages, instruction_sentences
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
+from rag.factory import build_service
 from rag.service import RAGService
 from rag.types import Answer, Passage
 from tests.conftest import SEED_DOC_ID, copy_seeds, free_port, index_folder, make_settings
@@ -36,7 +37,7 @@ REAL = {"top_k": 2, "llm_model": "smollm2", "llm_timeout_s": 300, "llm_max_token
 def _service(settings: Settings, embedder: SentenceTransformerEmbedder, **overrides: object) -> RAGService:
     values = settings.model_dump()
     values.update(overrides)
-    return RAGService.from_settings(Settings(**values), embedder=embedder)
+    return build_service(Settings(**values), embedder=embedder)
 
 
 def _document(service: RAGService, doc_id: str) -> str:

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from rag.service import RAGService
+from rag.factory import build_service
 from rag.store import decode_vectors, encode_vectors
 from rag.text import sentence_spans
 from tests.conftest import SEEDS
@@ -31,13 +31,13 @@ def test_encode_decode_round_trip_is_fp16_exact() -> None:
 
 
 def test_stored_vectors_round_trip_through_chroma(seeded_settings, embedder) -> None:  # type: ignore[no-untyped-def]
-    service = RAGService.from_settings(seeded_settings, embedder=embedder)
+    service = build_service(seeded_settings, embedder=embedder)
     question = _on_topic_questions()[0]
     passages = service.retriever.retrieve(question, top_k=5, query_embedding=embedder.embed_query(question))
     assert passages
     for passage in passages:
         spans = sentence_spans(passage.text)
-        stored = decode_vectors(passage._sentence_vectors)
+        stored = passage.sentence_vectors
         assert stored.shape == (len(spans), 384)
         # The same chunk embedded again gives the same in-context vectors, up to fp16 rounding.
         _, fresh = embedder.embed_chunks([passage.text], [spans])
@@ -53,10 +53,8 @@ def test_stored_vectors_round_trip_through_chroma(seeded_settings, embedder) -> 
 
 
 def test_stored_mode_answers_without_embedding_sentences(seeded_settings, embedder) -> None:  # type: ignore[no-untyped-def]
-    stored = RAGService.from_settings(
-        seeded_settings.model_copy(update={"sentence_vectors": "stored"}), embedder=embedder
-    )
-    query = RAGService.from_settings(seeded_settings, embedder=embedder)
+    stored = build_service(seeded_settings.model_copy(update={"sentence_vectors": "stored"}), embedder=embedder)
+    query = build_service(seeded_settings, embedder=embedder)
     store_text = {}
     for question in _on_topic_questions():
         answer = stored.ask(question)
