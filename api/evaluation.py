@@ -45,7 +45,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
         ask, rank = service_callables(service, top_k=args.top_k)
         setup.update(
             top_k=args.top_k or settings.top_k,
-            min_answer_score=settings.answer_threshold,
+            min_confidence=service.answerer.min_confidence,
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
             date=time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -75,7 +75,7 @@ def main() -> None:
             "questions": len(items),
             "max_answer_sentences": n,
             "top_k": settings.top_k,
-            "min_answer_score": settings.answer_threshold,
+            "min_confidence": settings.min_confidence,
             "sentence_vectors": settings.sentence_vectors,
         }
         run = evaluate(items, ask=ask, rank=rank, progress=sys.stderr.isatty(), setup=setup)

@@ -23,19 +23,10 @@ MAX_EVAL_ITEMS = 50
 # so we leave a margin and a test asserts that no chunk exceeds the model's limit.
 DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_CHUNK_OVERLAP = 32
-# Calibrated on data by benchmarks/calibrate_threshold.py (see README, "No-answer threshold").
-DEFAULT_MIN_ANSWER_SCORE = 0.48
-# The same calibration with RAG_SENTENCE_VECTORS=stored (in-context vectors score lower; README, "Sentence vectors").
-DEFAULT_MIN_ANSWER_SCORE_STORED = 0.405
 DEFAULT_MAX_ANSWER_SENTENCES = 3
 # A generated answer that takes longer than this falls back to the extractive one.
 DEFAULT_LLM_TIMEOUT_S = 30.0
 DEFAULT_LLM_MAX_TOKENS = 256
-# How the extractive answerer gets its sentence vectors: "query" embeds each candidate sentence on its own at
-# question time (cached); "stored" uses the in-context vectors computed at ingestion, from the chunk's own forward
-# pass, and stored with the chunk (no model run over sentences at question time; see README, "Sentence vectors").
-SENTENCE_VECTOR_MODES = ("query", "stored")
-DEFAULT_SENTENCE_VECTORS = "query"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Request bodies (JSON or an uploaded file) above this many bytes get 413; 10 MiB holds a long PDF.
@@ -91,9 +82,12 @@ class Settings(BaseSettings):
     top_k: int = Field(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="Passages retrieved per question.")
     chunk_tokens: int = Field(DEFAULT_CHUNK_TOKENS, ge=32, le=250)
     chunk_overlap: int = Field(DEFAULT_CHUNK_OVERLAP, ge=0, le=128)
-    min_answer_score: float | None = Field(
+    min_confidence: float | None = Field(
         None,
-        description="Below this evidence score the answer is a refusal (no_answer); default: calibrated per mode.",
+        ge=0.0,
+        le=1.0,
+        description="Refuse (no_answer) when the answer's confidence is below this; default: the operating point "
+        "fitted with the answerer's model (README, 'Answering').",
     )
     conversation_db: Path | None = Field(
         None,
@@ -114,10 +108,6 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(DEFAULT_LLM_MAX_TOKENS, ge=16, le=4096, description="Longest generated answer.")
     llm_drop_unsupported: bool = Field(
         False, description="Drop generated sentences the support judge finds unsupported (else flag them)."
-    )
-    sentence_vectors: str = Field(
-        DEFAULT_SENTENCE_VECTORS,
-        description="Answerer's sentence vectors: query (embed sentences at question time) or stored (from ingestion).",
     )
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
@@ -180,20 +170,6 @@ class Settings(BaseSettings):
         if value not in {"auto", "cpu", "cuda"}:
             raise ValueError("RAG_DEVICE must be one of auto, cpu, cuda")
         return value
-
-    @field_validator("sentence_vectors")
-    @classmethod
-    def _sentence_vectors(cls, value: str) -> str:
-        if value not in SENTENCE_VECTOR_MODES:
-            raise ValueError("RAG_SENTENCE_VECTORS must be one of " + ", ".join(SENTENCE_VECTOR_MODES))
-        return value
-
-    @property
-    def answer_threshold(self) -> float:
-        """RAG_MIN_ANSWER_SCORE, else the threshold calibrated for the sentence-vector mode (scores differ by mode)."""
-        if self.min_answer_score is not None:
-            return self.min_answer_score
-        return DEFAULT_MIN_ANSWER_SCORE_STORED if self.sentence_vectors == "stored" else DEFAULT_MIN_ANSWER_SCORE
 
     @property
     def conversation_path(self) -> Path:

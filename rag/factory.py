@@ -62,7 +62,7 @@ def build_service(
     answerer = ExtractiveAnswerer(
         embed=sentence_vectors,
         idf=lambda term: retriever.lexical().bm25.idf_of(term),
-        min_score=settings.answer_threshold,
+        min_confidence=settings.min_confidence,
         max_sentences=settings.max_answer_sentences,
     )
     llm = build_llm(settings)
@@ -81,5 +81,4 @@ def build_service(
         generator=generator,
         sentence_vectors=sentence_vectors,
         default_top_k=settings.top_k,
-        use_stored_sentence_vectors=settings.sentence_vectors == "stored",
     )

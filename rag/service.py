@@ -19,7 +19,7 @@ from rag.errors import DocumentNotFound, IndexEmpty, InvalidQuestion
 from rag.retrieval.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
 from rag.retrieval.hybrid import HybridRetriever
 from rag.store import ChromaStore
-from rag.text import sentence_spans, text_deltas
+from rag.text import text_deltas
 from rag.types import Answer, DocumentInfo, Passage
 
 # 20k sentences x 384 float32 = 30 MB.
@@ -53,16 +53,13 @@ class RAGService:
         sentence_vectors: EmbeddingCache,
         default_top_k: int,
         generator: GeneratedAnswerer | None = None,
-        use_stored_sentence_vectors: bool = False,
     ) -> None:
         """Wire built parts together; ``rag.factory.build_service`` builds them from Settings."""
         self.store = store
         self.embedder = embedder
         self.retriever = retriever
-        # The extractive answerer's sentence vectors; "stored" mode prefills it with the in-context vectors kept
-        # with each chunk, "query" mode embeds sentences at question time.
+        # Sentence vectors computed at question time (passages indexed without stored ones, the support judge).
         self.sentence_vectors = sentence_vectors
-        self.use_stored_sentence_vectors = use_stored_sentence_vectors
         self.default_top_k = default_top_k
         self.answerer = answerer
         # None: extractive answers only. Otherwise the model writes the answer and the extractive one is the fallback.
@@ -154,9 +151,7 @@ class RAGService:
                 log.exception("answer observer failed")
 
     def answer_passages(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Extract:
-        """The extractive answer from retrieved passages (with their stored sentence vectors in "stored" mode)."""
-        if self.use_stored_sentence_vectors:
-            self.sentence_vectors.prefill(passages)
+        """The extractive answer from retrieved passages (scored with the sentence vectors stored at ingestion)."""
         return self.answerer.answer(question, passages, question_embedding)
 
     def list_documents(self) -> list[DocumentInfo]:
@@ -185,25 +180,6 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
-
-    def prefill(self, passages: Sequence[Passage]) -> None:
-        """Remember the in-context sentence vectors stored with these passages' chunks (computed at ingestion),
-        so the answerer does not run the model over them; passages indexed without them are embedded on demand."""
-        fresh: list[tuple[str, np.ndarray]] = []
-        for passage in passages:
-            vectors = passage.sentence_vectors
-            if vectors is None:
-                continue
-            spans = sentence_spans(passage.text)
-            if len(spans) != len(vectors):
-                continue  # stored by another sentence splitter: do not guess
-            fresh.extend((passage.text[s:e], v) for (s, e), v in zip(spans, vectors, strict=True))
-        with self._lock:
-            for text, vector in fresh:
-                if text not in self._items:
-                    self._items[text] = vector
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         with self._lock:
@@ -251,6 +227,9 @@ class _Prepared:
             warnings=result.warnings,
             sentences=result.sentences,
             supported_share=result.supported_share,
+            # The fitted estimate speaks for the extractive answer only; a model's own text is judged sentence by
+            # sentence instead (sentences, supported_share).
+            confidence=self.extract.confidence if result.mode == "extractive" else None,
             timings_ms=self.timings,
         )
 

@@ -1,59 +1,37 @@
-"""The extractive answerer: picks the 1-3 sentences of the retrieved passages that best answer the question.
+"""The extractive answerer: picks the sentences of the retrieved passages that answer the question, or refuses.
 
-No language model: each candidate sentence is scored by its embedding similarity to the question, the share of
-the question's (idf-weighted) content terms it contains, a cue for the kind of answer the question asks for
-(a cause for "why", a date for "when", a number for "how many"), and the rank of its passage.
+No language model. Each sentence of the best passages is described by features (rag.answering.features: its
+vector's similarity to the question, the share of the question's idf-weighted terms it and its neighbours hold, the
+kind of answer asked for and whether the sentence holds one, its passage's rank and scores), scored by a model
+fitted on data (rag.answering.scoring), and the best one is answered with a calibrated confidence: the estimated
+probability that it holds the answer. Below ``min_confidence`` the answer is a refusal.
+
+Sentence vectors come from ingestion (each sentence's in-context vector, stored with its chunk); passages indexed
+without them are embedded on demand through ``embed``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from rag.text import sentence_spans, terms, words
+from rag.answering.features import (
+    Candidate,
+    Question,
+    analyse_question,
+    answer_features,
+    sentence_features,
+)
+from rag.answering.scoring import AnswerModel
+from rag.text import sentence_spans
 from rag.types import Citation, Passage
 
 REFUSAL = "I could not find an answer to that in the indexed documents."
-
-_CUES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
-    (
-        re.compile(r"^\s*(why|what (caused|led to|prompted)|how come)\b", re.I),
-        re.compile(
-            r"\b(because|due to|owing to|reaction to|response to|in order to|as a result|result of|caused by|"
-            r"led to|lead to|reason|so that|since|thanks to|driven by|aimed at|motivated)\b",
-            re.I,
-        ),
-    ),
-    (
-        re.compile(r"^\s*(when|what (year|date|day|month|time|century|decade))\b", re.I),
-        re.compile(
-            r"\b(1[0-9]{3}|20[0-9]{2}|january|february|march|april|may|june|july|august|september|october|"
-            r"november|december|century|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
-            r"yesterday|today|ago|later|earlier)\b",
-            re.I,
-        ),
-    ),
-    (
-        re.compile(r"^\s*how (many|much|long|far|old|big|large|tall|often)\b", re.I),
-        re.compile(
-            r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion|dozen)\b", re.I
-        ),
-    ),
-    (re.compile(r"^\s*(who|whom|whose)\b", re.I), re.compile(r"\b[A-Z][a-z]+ [A-Z][a-z]+")),
-    (re.compile(r"^\s*where\b", re.I), re.compile(r"\b(in|at|near|from) [A-Z]")),
-]
-
-W_COSINE = 0.55
-W_LEXICAL = 0.35
-W_CUE = 0.06
-# A "why" question's answer rarely repeats the event's words; the cause is what matters.
-W_CUE_WHY = 0.30
-W_RANK = 0.04
-EXTRA_SENTENCE_RATIO = 0.85
 MAX_SENTENCES = 3
+PASSAGES_CONSIDERED = 5
+_PRONOUN_OPENING = ("he ", "she ", "it ", "they ", "his ", "her ", "its ", "their ", "this ", "these ", "those ")
 
 
 @dataclass(frozen=True)
@@ -62,7 +40,8 @@ class ScoredSentence:
     start: int  # offset in the document
     end: int
     text: str
-    score: float
+    index: int  # position among its passage's sentences
+    score: float  # probability among the candidates (softmax of the model's logits)
 
 
 @dataclass(frozen=True)
@@ -70,77 +49,109 @@ class Extract:
     answer: str
     no_answer: bool
     citations: list[Citation]
-    best_score: float
+    confidence: float
+
+
+@dataclass
+class Featurized:
+    """A question's candidates with their features: what the model scores (and what training reads)."""
+
+    question: Question
+    sentences: list[ScoredSentence]
+    features: np.ndarray
+    passages: list[Passage]
+
+    def answer_row(self, logits: np.ndarray) -> np.ndarray:
+        """The answer-level features given the sentence logits."""
+        dense = [p.dense_score for p in self.passages if p.dense_score is not None]
+        bm25 = [p.bm25_score for p in self.passages if p.bm25_score is not None]
+        first_dense = max(range(len(self.passages)), key=lambda i: self.passages[i].dense_score or -1.0)
+        first_bm25 = max(range(len(self.passages)), key=lambda i: self.passages[i].bm25_score or -1.0)
+        return answer_features(
+            self.question,
+            self.features,
+            logits,
+            passages_text=[p.text for p in self.passages],
+            top_dense=max(dense, default=0.0),
+            top_bm25=max(bm25, default=0.0),
+            top_score=self.passages[0].score if self.passages else 0.0,
+            agree=1.0 if first_dense == first_bm25 else 0.0,
+        )
 
 
 class ExtractiveAnswerer:
-    """Composes an answer from cited sentences; refuses when the best evidence scores below ``min_score``."""
+    """Composes an answer from cited sentences; refuses when its confidence is below ``min_confidence``."""
 
     def __init__(
         self,
         *,
         embed: Callable[[list[str]], np.ndarray],
         idf: Callable[[str], float],
-        min_score: float,
+        min_confidence: float | None = None,
         max_sentences: int = MAX_SENTENCES,
-        passages_considered: int = 5,
+        passages_considered: int = PASSAGES_CONSIDERED,
+        model: AnswerModel | None = None,
     ) -> None:
         self._embed = embed
         self._idf = idf
-        self.min_score = min_score
+        self.model = model or AnswerModel.default()
+        self.min_confidence = self.model.min_confidence if min_confidence is None else min_confidence
         self.max_sentences = max_sentences
         self.passages_considered = passages_considered
 
-    def score_sentences(
-        self, question: str, passages: list[Passage], question_embedding: np.ndarray
-    ) -> list[ScoredSentence]:
-        """Every sentence of the best passages with its score, best first."""
+    def featurize(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Featurized:
+        """Every distinct sentence of the best passages, with its features."""
+        considered = passages[: self.passages_considered]
         seen: set[tuple[str, int, int]] = set()
-        candidates: list[tuple[Passage, int, int, str, int]] = []
-        for rank, passage in enumerate(passages[: self.passages_considered]):
-            for start, end in sentence_spans(passage.text):
+        sentences: list[ScoredSentence] = []
+        candidates: list[Candidate] = []
+        vectors: list[np.ndarray | None] = []
+        missing: list[int] = []
+        for rank, passage in enumerate(considered):
+            spans = sentence_spans(passage.text)
+            stored = passage.sentence_vectors
+            if stored is not None and len(stored) != len(spans):
+                stored = None  # stored by another sentence splitter: do not guess
+            for i, (start, end) in enumerate(spans):
                 key = (passage.doc_id, passage.start + start, passage.start + end)
                 if key in seen:
                     continue
                 seen.add(key)
-                candidates.append((passage, key[1], key[2], passage.text[start:end], rank))
-        if not candidates:
-            return []
-        vectors = self._embed([c[3] for c in candidates])
-        cosines = vectors @ question_embedding
-        q_terms = set(terms(question))
-        q_weight = sum(self._idf(t) for t in q_terms) or 1.0
-        cue = _cue_for(question)
-        w_cue = W_CUE_WHY if cue is _CUES[0][1] else W_CUE
-        scored = []
-        for (passage, start, end, text, rank), cosine in zip(candidates, cosines, strict=True):
-            s_terms = set(terms(text))
-            lexical = sum(self._idf(t) for t in q_terms & s_terms) / q_weight
-            has_cue = 1.0 if cue is not None and cue.search(text) else 0.0
-            # A heading-like fragment ("InSight Crime Analysis") is not an answer.
-            short = 0.5 if len(words(text)) < 5 else 1.0
-            score = short * (
-                W_COSINE * max(float(cosine), 0.0) + W_LEXICAL * lexical + w_cue * has_cue + W_RANK / (rank + 1)
-            )
-            scored.append(ScoredSentence(passage, start, end, text, score))
-        scored.sort(key=lambda s: (-s.score, s.passage.doc_id, s.start))
-        return scored
+                text = passage.text[start:end]
+                sentences.append(ScoredSentence(passage, key[1], key[2], text, i, 0.0))
+                candidates.append(
+                    Candidate(
+                        text=text,
+                        before=passage.text[spans[i - 1][0] : spans[i - 1][1]] if i > 0 else "",
+                        after=passage.text[spans[i + 1][0] : spans[i + 1][1]] if i + 1 < len(spans) else "",
+                        passage_text=passage.text,
+                        passage_rank=rank,
+                        passage_score=passage.score,
+                        passage_dense=passage.dense_score or 0.0,
+                        first_in_passage=i == 0,
+                    )
+                )
+                vectors.append(None if stored is None else stored[i])
+                if stored is None:
+                    missing.append(len(vectors) - 1)
+        if missing:
+            for j, vector in zip(missing, self._embed([sentences[j].text for j in missing]), strict=True):
+                vectors[j] = vector
+        matrix = np.stack([np.asarray(v, dtype=np.float32) for v in vectors]) if vectors else np.zeros((0, 1))
+        cosines = _cosines(matrix, question_embedding) if vectors else np.zeros(0, dtype=np.float32)
+        q = analyse_question(question, self._idf)
+        return Featurized(q, sentences, sentence_features(q, candidates, cosines), considered)
 
     def answer(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Extract:
-        """Pick sentences, number citations by first appearance, or refuse."""
-        scored = self.score_sentences(question, passages, question_embedding)
-        if not scored or scored[0].score < self.min_score:
-            best = scored[0].score if scored else 0.0
-            return Extract(answer=REFUSAL, no_answer=True, citations=[], best_score=best)
-        best = scored[0]
-        chosen = [best]
-        for sentence in scored[1:]:
-            if len(chosen) >= self.max_sentences or sentence.score < best.score * EXTRA_SENTENCE_RATIO:
-                break
-            chosen.append(sentence)
-        # Read in document order when the sentences come from one document; otherwise best first.
-        if len({s.passage.doc_id for s in chosen}) == 1:
-            chosen.sort(key=lambda s: s.start)
+        """Pick sentences, number citations by first appearance, or refuse; always with a confidence."""
+        found = self.featurize(question, passages, question_embedding)
+        if not found.sentences:
+            return Extract(answer=REFUSAL, no_answer=True, citations=[], confidence=0.0)
+        logits = self.model.sentence_logits(found.features)
+        confidence = self.model.confidence(found.answer_row(logits))
+        if confidence < self.min_confidence:
+            return Extract(answer=REFUSAL, no_answer=True, citations=[], confidence=round(confidence, 4))
+        chosen = self._choose(found.sentences, logits)
         citations = []
         parts = []
         for n, sentence in enumerate(chosen, start=1):
@@ -156,11 +167,38 @@ class ExtractiveAnswerer:
                 )
             )
             parts.append(f"{' '.join(sentence.text.split())} [{n}]")
-        return Extract(answer=" ".join(parts), no_answer=False, citations=citations, best_score=best.score)
+        return Extract(answer=" ".join(parts), no_answer=False, citations=citations, confidence=round(confidence, 4))
+
+    def _choose(self, sentences: Sequence[ScoredSentence], logits: np.ndarray) -> list[ScoredSentence]:
+        """The best sentence, the next ones that score close to it, and a pronoun's antecedent, in reading order."""
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        order = [int(i) for i in np.argsort(-logits, kind="stable")]
+        scored = [_with_score(sentences[i], float(probs[i])) for i in order]
+        best = scored[0]
+        chosen = [best]
+        for sentence in scored[1:]:
+            if len(chosen) >= self.max_sentences or sentence.score < best.score * self.model.extra_sentence_ratio:
+                break
+            chosen.append(sentence)
+        if len(chosen) < self.max_sentences and best.index > 0 and best.text.lower().startswith(_PRONOUN_OPENING):
+            # "His ..." or "It ..." needs the sentence naming whom or what it is about.
+            before = next(
+                (s for s in scored if s.passage.chunk_id == best.passage.chunk_id and s.index == best.index - 1), None
+            )
+            if before is not None and before not in chosen:
+                chosen.append(before)
+        # Read in document order when the sentences come from one document; otherwise best first.
+        if len({s.passage.doc_id for s in chosen}) == 1:
+            chosen.sort(key=lambda s: s.start)
+        return chosen
 
 
-def _cue_for(question: str) -> re.Pattern[str] | None:
-    for asks, cue in _CUES:
-        if asks.search(question):
-            return cue
-    return None
+def _with_score(sentence: ScoredSentence, score: float) -> ScoredSentence:
+    return ScoredSentence(sentence.passage, sentence.start, sentence.end, sentence.text, sentence.index, score)
+
+
+def _cosines(vectors: np.ndarray, question: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1)
+    norms[norms == 0] = 1.0
+    return np.asarray((vectors @ question) / norms, dtype=np.float32)

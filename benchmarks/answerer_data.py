@@ -1,0 +1,170 @@
+"""Training and validation data for the learned answerer, from SQuAD's tuning articles only.
+
+The 24 articles of the "tune" half of SQuAD v1.1 dev (benchmarks/eval_squad.py, seed 0; the "report" half is never
+read here) are split again by article into train and validation. Three kinds of question are asked of real indexes
+through the real retriever, and each candidate sentence is described by the answerer's own featurize():
+- answerable: SQuAD v1.1 questions (the v2.0 answerable ones are the same questions), over an index of the 24
+  tuning articles; a sentence is positive when it contains a reference answer;
+- adversarial: SQuAD 2.0's unanswerable questions about the same paragraphs, over the same index;
+- off-topic: questions about articles that are not in the index (an index of half the tuning articles).
+
+    python benchmarks/answerer_data.py --store /tmp/rag-eval/squad --out /tmp/answerer-data
+
+--store is a data dir holding the whole SQuAD v1.1 corpus (benchmarks/build_index.py); it is copied and the
+articles not wanted deleted, so nothing is embedded again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.eval_squad import article_halves  # noqa: E402
+from rag.config import Settings  # noqa: E402
+from rag.evaluation.metrics import containment  # noqa: E402
+from rag.evaluation.references import iter_corpus  # noqa: E402
+from rag.factory import build_service, open_store  # noqa: E402
+from rag.service import RAGService  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+VALIDATION_ARTICLES = 8
+
+
+@dataclass
+class Example:
+    """One question's candidates as the answerer sees them, with labels."""
+
+    qid: str
+    question: str
+    article: str
+    split: str  # train | validation
+    kind: str  # answerable | adversarial | offtopic
+    answers: list[str]
+    featurized: Any  # rag.answering.extractive.Featurized (passages trimmed to what the features need)
+    labels: np.ndarray  # 1 where the candidate sentence contains a reference answer
+
+
+def split_tune_articles(data: Path, seed: int = 0) -> dict[str, str]:
+    """Article title -> train | validation, for the tune half only."""
+    tune = sorted(article_halves(data)["tune"])
+    random.Random(seed).shuffle(tune)
+    return {title: ("validation" if i < VALIDATION_ARTICLES else "train") for i, title in enumerate(tune)}
+
+
+def copy_store(source: Path, target: Path, keep_docs: set[str], settings: Settings) -> None:
+    """Copy a store and delete every document not in ``keep_docs``."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source / "chroma", target / "chroma")
+    store = open_store(settings.model_copy(update={"data_dir": target}))
+    for doc_id in sorted(set(store.document_hashes()) - keep_docs):
+        store.delete_document(doc_id)
+
+
+def collect(service: RAGService, items: list[dict[str, Any]], *, top_k: int) -> list[Example]:
+    """Ask every item and keep what the answerer sees."""
+    out = []
+    started = time.perf_counter()
+    for n, item in enumerate(items, start=1):
+        q_emb = service.embedder.embed_query(item["question"])
+        passages = service.retriever.retrieve(item["question"], top_k=top_k, query_embedding=q_emb)
+        found = service.answerer.featurize(item["question"], passages, q_emb)
+        labels = np.array([containment(s.text, item["answers"]) for s in found.sentences], dtype=np.float32)
+        out.append(Example(featurized=found, labels=labels, **item))
+        if n % 500 == 0:
+            print(f"  {n}/{len(items)} questions, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, default=Path("/tmp/rag-eval/squad"))
+    parser.add_argument("--v1", type=Path, default=DATASETS / "squad-v1.1-dev")
+    parser.add_argument("--v2", type=Path, default=DATASETS / "squad-v2.0-dev-tune")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/answerer-data"))
+    parser.add_argument("--offtopic", type=int, default=2000, help="off-topic questions sampled")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many questions of each kind (0: all)")
+    args = parser.parse_args()
+
+    split_of = split_tune_articles(args.v1)
+    docs = list(iter_corpus(args.v1))
+    article_of = {d.doc_id: d.title for d in docs}
+    v1 = [json.loads(line) for line in (args.v1 / "queries.jsonl").open(encoding="utf-8")]
+    v2 = [json.loads(line) for line in (args.v2 / "queries.jsonl").open(encoding="utf-8")]
+    v2_text = {d.doc_id: d.text for d in iter_corpus(args.v2)}
+    doc_of_text = {d.text: d.doc_id for d in docs}
+
+    def item(q: dict[str, Any], kind: str, article: str) -> dict[str, Any]:
+        return {
+            "qid": q["_id"],
+            "question": q["text"],
+            "article": article,
+            "split": split_of[article],
+            "kind": kind,
+            "answers": list(q["metadata"].get("answers") or []),
+        }
+
+    answerable = [
+        item(q, "answerable", article_of[q["metadata"]["gold_doc"]])
+        for q in v1
+        if article_of[q["metadata"]["gold_doc"]] in split_of
+    ]
+    adversarial = [
+        item(q, "adversarial", article_of[doc_of_text[v2_text[q["metadata"]["gold_doc"]]]])
+        for q in v2
+        if q["metadata"].get("unanswerable")
+    ]
+    # Off-topic: half of the train articles and half of the validation ones leave the index.
+    rng = random.Random(0)
+    absent: set[str] = set()
+    for split in ("train", "validation"):
+        titles = sorted(t for t, s in split_of.items() if s == split)
+        rng.shuffle(titles)
+        absent |= set(titles[: len(titles) // 2])
+    offtopic = [dict(a, kind="offtopic") for a in answerable if a["article"] in absent]
+    rng.shuffle(offtopic)
+    offtopic = offtopic[: args.offtopic]
+    if args.limit:
+        answerable, adversarial, offtopic = (
+            rng.sample(x, min(args.limit, len(x))) for x in (answerable, adversarial, offtopic)
+        )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=args.out / "tune-index")
+    tune_docs = {d.doc_id for d in docs if d.title in split_of}
+    present_docs = {d.doc_id for d in docs if d.title in split_of and d.title not in absent}
+    print("copying the tuning articles' index ...", file=sys.stderr)
+    copy_store(args.store, args.out / "tune-index", tune_docs, settings)
+    copy_store(args.store, args.out / "half-index", present_docs, settings)
+
+    examples: list[Example] = []
+    full = build_service(settings)
+    for name, items in (("answerable", answerable), ("adversarial", adversarial)):
+        print(f"{name}: {len(items)} questions", file=sys.stderr)
+        examples += collect(full, items, top_k=settings.top_k)
+    half = build_service(settings.model_copy(update={"data_dir": args.out / "half-index"}))
+    print(f"offtopic: {len(offtopic)} questions", file=sys.stderr)
+    examples += collect(half, offtopic, top_k=settings.top_k)
+    for example in examples:  # what the features need, not the embeddings
+        for passage in example.featurized.passages:
+            passage.sentence_vectors = None
+    with (args.out / "examples.pkl").open("wb") as f:
+        pickle.dump(examples, f)
+    print(f"wrote {len(examples)} examples to {args.out / 'examples.pkl'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

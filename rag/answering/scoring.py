@@ -1,0 +1,89 @@
+"""The fitted models of the extractive answerer: which sentence answers, and how likely the answer is right.
+
+Both are small and live in rag/answering/answer_weights.py, written by benchmarks/train_answerer.py from SQuAD's
+tuning articles (never the report half). The sentence scorer is a linear model (optionally with one hidden layer)
+over rag.answering.features.SENTENCE_FEATURES, fitted with a softmax over each question's candidates; the
+confidence is a logistic regression over ANSWER_FEATURES, fitted on answerable questions (label: the chosen sentence
+holds a reference answer) and unanswerable ones (label 0), and checked for calibration on held-out articles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rag.answering import answer_weights
+from rag.answering.features import ANSWER_FEATURES, SENTENCE_FEATURES
+
+
+@dataclass(frozen=True)
+class Layer:
+    """An affine map over standardised inputs, optionally followed by tanh and a second affine map."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray  # (features,) for a linear model, (features, hidden) with a hidden layer
+    bias: float | np.ndarray
+    out_weights: np.ndarray | None = None
+    out_bias: float = 0.0
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> Layer:
+        out = spec.get("out_weights")
+        return cls(
+            mean=np.asarray(spec["mean"], dtype=np.float32),
+            scale=np.asarray(spec["scale"], dtype=np.float32),
+            weights=np.asarray(spec["weights"], dtype=np.float32),
+            bias=np.asarray(spec["bias"], dtype=np.float32) if isinstance(spec["bias"], list) else float(spec["bias"]),
+            out_weights=None if out is None else np.asarray(out, dtype=np.float32),
+            out_bias=float(spec.get("out_bias", 0.0)),
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean) / self.scale
+        h = z @ self.weights + self.bias
+        if self.out_weights is None:
+            return np.asarray(h, dtype=np.float32)
+        return np.asarray(np.tanh(h) @ self.out_weights + self.out_bias, dtype=np.float32)
+
+
+class AnswerModel:
+    """Scores candidate sentences (logits) and turns an answer's evidence into a probability of being right."""
+
+    def __init__(
+        self, *, sentence: Layer, confidence: Layer, extra_sentence_ratio: float, min_confidence: float
+    ) -> None:
+        self.sentence = sentence
+        self.confidence_layer = confidence
+        self.extra_sentence_ratio = extra_sentence_ratio
+        # The operating point chosen with the fit (balanced accuracy on held-out articles); RAG_MIN_CONFIDENCE
+        # overrides it.
+        self.min_confidence = min_confidence
+
+    @classmethod
+    def default(cls) -> AnswerModel:
+        """The model fitted by benchmarks/train_answerer.py and committed with it."""
+        if (
+            tuple(answer_weights.SENTENCE_FEATURES) != SENTENCE_FEATURES
+            or tuple(answer_weights.ANSWER_FEATURES) != ANSWER_FEATURES
+        ):
+            raise ImportError("rag/answering/answer_weights.py was fitted on other features: run make train-answerer")
+        return cls(
+            sentence=Layer.from_dict(answer_weights.SENTENCE_MODEL),
+            confidence=Layer.from_dict(answer_weights.CONFIDENCE_MODEL),
+            extra_sentence_ratio=answer_weights.EXTRA_SENTENCE_RATIO,
+            min_confidence=answer_weights.MIN_CONFIDENCE,
+        )
+
+    def sentence_logits(self, features: np.ndarray) -> np.ndarray:
+        """One logit per candidate row."""
+        if len(features) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.sentence(features)
+
+    def confidence(self, features: np.ndarray) -> float:
+        """P(the answer is right) from one row of ANSWER_FEATURES."""
+        logit = float(self.confidence_layer(features[None, :])[0])
+        return float(1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))))
