@@ -7,6 +7,7 @@ from pathlib import Path
 
 from index.pipeline import Indexer, IndexReport, _progress
 from rag.evaluation.references import CorpusDocument, iter_corpus
+from rag.types import Document
 
 
 def index_corpus(
@@ -47,7 +48,7 @@ def index_corpus(
     return report
 
 
-def _document(indexer: Indexer, record: CorpusDocument, folder: Path):  # type: ignore[no-untyped-def]
+def _document(indexer: Indexer, record: CorpusDocument, folder: Path) -> Document:
     return indexer.make_document(
         doc_id=record.doc_id,
         source=f"{Path(folder).name}/{record.doc_id}",

@@ -130,8 +130,8 @@ class ExtractiveAnswerer:
         """Pick sentences, number citations by first appearance, or refuse."""
         scored = self.score_sentences(question, passages, question_embedding)
         if not scored or scored[0].score < self.min_score:
-            best = scored[0].score if scored else 0.0
-            return Extract(answer=REFUSAL, no_answer=True, citations=[], best_score=best)
+            best_score = scored[0].score if scored else 0.0
+            return Extract(answer=REFUSAL, no_answer=True, citations=[], best_score=best_score)
         best = scored[0]
         chosen = [best]
         for sentence in scored[1:]:
