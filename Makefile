@@ -53,8 +53,10 @@ test: install llm chromium
 test-chroma: install llm chromium
 	BIN=$(BIN) .ci/with-chroma-server $(BIN)/python -m pytest -m "not slow" tests/index tests/api tests/rag
 
+# Lint, formatting and types (all configured in pyproject.toml); .ci/run runs it before the tests.
 lint: install
 	$(BIN)/ruff check rag index api tests benchmarks
+	$(BIN)/ruff format --check rag index api tests benchmarks
 	$(BIN)/mypy rag index api
 
 load: install

@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from index.pipeline import Indexer, build_indexer
@@ -95,7 +96,11 @@ class TenantRegistry:
     """Builds each tenant's service and indexer on first use, sharing one embedding model."""
 
     def __init__(
-        self, *, settings: Settings, embedder: SentenceTransformerEmbedder, on_answer: list | None = None
+        self,
+        *,
+        settings: Settings,
+        embedder: SentenceTransformerEmbedder,
+        on_answer: list[Callable[[str, Answer], None]] | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -132,7 +137,7 @@ class TenantRegistry:
         return Tenant(name=name, service=service, indexer=indexer, chat=chat)
 
 
-def _bind(observer, tenant: str):  # type: ignore[no-untyped-def]
+def _bind(observer: Callable[[str, Answer], None], tenant: str) -> Callable[[Answer], None]:
     def call(answer: Answer) -> None:
         observer(tenant, answer)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench  # noqa: E402
+from benchmarks import bench_query  # noqa: E402
 from benchmarks.eval_squad import article_halves  # noqa: E402
 from rag.evaluation.references import iter_corpus, load_beir  # noqa: E402
 
@@ -43,15 +43,15 @@ def main() -> None:
     random.Random(2).shuffle(items)
     questions = [i.question for i in items[: args.questions]]
 
-    plain_env_for = bench.env_for
+    plain_env_for = bench_query.env_for
     results: dict[str, list[dict[str, object]]] = {m: [] for m in MODES}
     for r in range(args.rounds):
         for mode in MODES if r % 2 == 0 else MODES[::-1]:
             os.environ["RAG_SENTENCE_VECTORS"] = mode
-            bench.env_for = lambda d, mode=mode: {**plain_env_for(d), "RAG_SENTENCE_VECTORS": mode}  # type: ignore[misc]
+            bench_query.env_for = lambda d, mode=mode: {**plain_env_for(d), "RAG_SENTENCE_VECTORS": mode}  # type: ignore[misc]
             row = {
-                "in_process": bench.ask_in_process(args.data_dir, questions),
-                "http": bench.http_bench(args.data_dir, questions, args.seconds),
+                "in_process": bench_query.ask_in_process(args.data_dir, questions),
+                "http": bench_query.http_bench(args.data_dir, questions, args.seconds),
             }
             results[mode].append(row)
             print(mode, json.dumps(row), file=sys.stderr, flush=True)

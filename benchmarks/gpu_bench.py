@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench import as_text, load_scifact  # noqa: E402
+from benchmarks.bench_ingest import as_text, load_scifact  # noqa: E402
 from index.chunking import chunk_document  # noqa: E402
 from index.pipeline import Indexer  # noqa: E402
 from rag.config import Settings  # noqa: E402

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from rag.embedding import load_tokenizer
 from rag.types import Chunk, Document
+
+if TYPE_CHECKING:
+    from llama_index.core.node_parser import SentenceSplitter
 
 
 def _encode(text: str) -> list[int]:
@@ -14,7 +18,7 @@ def _encode(text: str) -> list[int]:
 
 
 @lru_cache(maxsize=4)
-def _splitter(chunk_tokens: int, overlap: int):  # type: ignore[no-untyped-def]
+def _splitter(chunk_tokens: int, overlap: int) -> SentenceSplitter:
     from llama_index.core.node_parser import SentenceSplitter
 
     return SentenceSplitter(chunk_size=chunk_tokens, chunk_overlap=overlap, tokenizer=_encode)

@@ -80,7 +80,8 @@ def _pdf_text(path: Path, data: bytes) -> tuple[str, str]:
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]
-        title = str((reader.metadata or {}).get("/Title", "") or "")
+        metadata = reader.metadata
+        title = str((metadata.get("/Title", "") if metadata else "") or "")
     except (PdfReadError, ValueError, KeyError) as exc:
         raise LoadError(f"{path}: not a readable PDF ({exc})") from exc
     if not any(p.strip() for p in pages):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from rag.errors import UnsupportedFile
 from rag.store import ChromaStore
 from rag.text import sentence_spans
 from rag.types import Chunk, Document
+
+if TYPE_CHECKING:
+    from multiprocessing.pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +318,7 @@ CHUNK_WORKERS = min(8, (os.cpu_count() or 1) - 2)
 POOL_MIN_DOCS = 32
 
 
-def _chunk_pool(chunk_tokens: int, overlap: int):  # type: ignore[no-untyped-def]
+def _chunk_pool(chunk_tokens: int, overlap: int) -> Pool | None:
     if CHUNK_WORKERS < 2:
         return None
     import multiprocessing
@@ -346,7 +350,15 @@ def _windows(items: Iterable[Document], *, max_docs: int, max_chars: int) -> Ite
         yield group
 
 
-def _progress(total: int, show: bool):  # type: ignore[no-untyped-def]
+class ProgressBar(Protocol):
+    """What the indexer needs of a progress bar (tqdm's, which ships no types)."""
+
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, show: bool) -> ProgressBar | None:
     if not show or total < 2:
         return None
     from tqdm import tqdm

@@ -28,10 +28,10 @@ class BM25Index:
         for col, text in enumerate(texts):
             counts = Counter(terms(text))
             lengths[col] = sum(counts.values())
-            for term, tf in counts.items():
+            for term, count in counts.items():
                 rows.append(vocab.setdefault(term, len(vocab)))
                 cols.append(col)
-                tfs.append(tf)
+                tfs.append(count)
         self.vocab = vocab
         avgdl = float(lengths.mean()) if self.size else 1.0
         tf = np.asarray(tfs, dtype=np.float32)

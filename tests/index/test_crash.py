@@ -82,6 +82,9 @@ def test_kill_9_mid_index_then_rerun_leaves_no_duplicate_or_missing_chunk(tmp_pa
                 break
         assert time.time() < deadline, "the indexer never reported progress"
     first.wait(timeout=60)
+    for pipe in (first.stdout, first.stderr):  # nothing left worth reading; left open, they leak (ResourceWarning)
+        assert pipe is not None
+        pipe.close()
     assert killed_at is not None and first.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
     partial = open_store(settings)
