@@ -9,7 +9,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install llm chromium run index serve test test-chroma lint bench load clean eval-seeds eval-scifact eval-squad calibrate
+.PHONY: install llm chromium run index serve test test-chroma lint bench load clean eval-seeds eval-scifact eval-squad train-answerer
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,8 +78,13 @@ eval-scifact: install
 eval-squad: install
 	$(BIN)/python benchmarks/eval_squad.py --data $(DATASETS)/squad-v1.1-dev --data-dir $(EVAL_CACHE)/squad --out eval-results/squad
 
-calibrate: install
-	$(BIN)/python benchmarks/calibrate_threshold.py --data $(DATASETS)/squad-v1.1-dev
+# The extractive answerer's models (rag/answering/answer_weights.py) from SQuAD's tuning articles only: index the
+# SQuAD v1.1 corpus once, collect what the answerer sees for each training question, fit, choose on held-out articles.
+ANSWERER_DATA ?= /tmp/rag-answerer
+train-answerer: install
+	$(BIN)/python benchmarks/build_index.py $(DATASETS)/squad-v1.1-dev $(EVAL_CACHE)/squad
+	$(BIN)/python benchmarks/answerer_data.py --store $(EVAL_CACHE)/squad --out $(ANSWERER_DATA)
+	$(BIN)/python benchmarks/train_answerer.py --data $(ANSWERER_DATA) --write
 
 clean:
 	rm -rf $(VENV) data

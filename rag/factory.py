@@ -61,7 +61,6 @@ def build_service(
     sentence_vectors = EmbeddingCache(embedder.embed)
     answerer = ExtractiveAnswerer(
         embed=sentence_vectors,
-        idf=lambda term: retriever.lexical().bm25.idf_of(term),
         min_confidence=settings.min_confidence,
         max_sentences=settings.max_answer_sentences,
     )

@@ -122,11 +122,11 @@ class RAGService:
             mixed = (1 - CONTEXT_WEIGHT) * q_emb + CONTEXT_WEIGHT * self.embedder.embed_query(resolved.context)
             retrieval_emb = (mixed / (np.linalg.norm(mixed) or 1.0)).astype(np.float32)
         t1 = time.perf_counter()
-        passages = self.retriever.retrieve(resolved.text, top_k=top_k, query_embedding=retrieval_emb)
+        passages = self.retriever.retrieve(resolved.text, top_k=top_k, query_embedding=retrieval_emb, lexical=lexical)
         t2 = time.perf_counter()
         # The extractive answer is computed even when a model will write the answer: its evidence score gates a
         # refusal (calibrated, and no model call for off-topic questions) and it is the fallback.
-        extract = self.answer_passages(resolved.text, passages, q_emb)
+        extract = self.answerer.answer(resolved.text, passages, q_emb, idf=lexical.bm25.idf_of)
         t3 = time.perf_counter()
         timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2))
         return _Prepared(
@@ -152,7 +152,7 @@ class RAGService:
 
     def answer_passages(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Extract:
         """The extractive answer from retrieved passages (scored with the sentence vectors stored at ingestion)."""
-        return self.answerer.answer(question, passages, question_embedding)
+        return self.answerer.answer(question, passages, question_embedding, idf=self.retriever.lexical().bm25.idf_of)
 
     def list_documents(self) -> list[DocumentInfo]:
         return self.store.list_documents()

@@ -197,13 +197,11 @@ class ChromaStore:
 
     def query(self, embedding: np.ndarray, *, n: int) -> list[DenseHit]:
         """Nearest chunks by cosine similarity."""
+        # Chroma returns fewer than n_results when the collection holds fewer (none when empty): no count first.
         with _translate_errors(self._reset):
-            count = self._chunks.count()
-            if count == 0:
-                return []
             got = self._chunks.query(
                 query_embeddings=[embedding.tolist()],
-                n_results=min(n, count),
+                n_results=n,
                 include=["documents", "metadatas", "distances"],
             )
         return [

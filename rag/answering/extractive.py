@@ -12,12 +12,13 @@ without them are embedded on demand through ``embed``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from rag.answering.features import (
+    SENTENCE_FEATURES,
     Candidate,
     Question,
     analyse_question,
@@ -86,21 +87,21 @@ class ExtractiveAnswerer:
         self,
         *,
         embed: Callable[[list[str]], np.ndarray],
-        idf: Callable[[str], float],
         min_confidence: float | None = None,
         max_sentences: int = MAX_SENTENCES,
         passages_considered: int = PASSAGES_CONSIDERED,
         model: AnswerModel | None = None,
     ) -> None:
         self._embed = embed
-        self._idf = idf
         self.model = model or AnswerModel.default()
         self.min_confidence = self.model.min_confidence if min_confidence is None else min_confidence
         self.max_sentences = max_sentences
         self.passages_considered = passages_considered
 
-    def featurize(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Featurized:
-        """Every distinct sentence of the best passages, with its features."""
+    def featurize(
+        self, question: str, passages: list[Passage], question_embedding: np.ndarray, *, idf: Callable[[str], float]
+    ) -> Featurized:
+        """Every distinct sentence of the best passages, with its features (``idf``: the lexical index's weights)."""
         considered = passages[: self.passages_considered]
         seen: set[tuple[str, int, int]] = set()
         sentences: list[ScoredSentence] = []
@@ -139,19 +140,21 @@ class ExtractiveAnswerer:
                 vectors[j] = vector
         matrix = np.stack([np.asarray(v, dtype=np.float32) for v in vectors]) if vectors else np.zeros((0, 1))
         cosines = _cosines(matrix, question_embedding) if vectors else np.zeros(0, dtype=np.float32)
-        q = analyse_question(question, self._idf)
+        q = analyse_question(question, idf)
         return Featurized(q, sentences, sentence_features(q, candidates, cosines), considered)
 
-    def answer(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Extract:
+    def answer(
+        self, question: str, passages: list[Passage], question_embedding: np.ndarray, *, idf: Callable[[str], float]
+    ) -> Extract:
         """Pick sentences, number citations by first appearance, or refuse; always with a confidence."""
-        found = self.featurize(question, passages, question_embedding)
+        found = self.featurize(question, passages, question_embedding, idf=idf)
         if not found.sentences:
             return Extract(answer=REFUSAL, no_answer=True, citations=[], confidence=0.0)
         logits = self.model.sentence_logits(found.features)
         confidence = self.model.confidence(found.answer_row(logits))
         if confidence < self.min_confidence:
             return Extract(answer=REFUSAL, no_answer=True, citations=[], confidence=round(confidence, 4))
-        chosen = self._choose(found.sentences, logits)
+        chosen = self._choose(found, logits)
         citations = []
         parts = []
         for n, sentence in enumerate(chosen, start=1):
@@ -169,8 +172,10 @@ class ExtractiveAnswerer:
             parts.append(f"{' '.join(sentence.text.split())} [{n}]")
         return Extract(answer=" ".join(parts), no_answer=False, citations=citations, confidence=round(confidence, 4))
 
-    def _choose(self, sentences: Sequence[ScoredSentence], logits: np.ndarray) -> list[ScoredSentence]:
-        """The best sentence, the next ones that score close to it, and a pronoun's antecedent, in reading order."""
+    def _choose(self, found: Featurized, logits: np.ndarray) -> list[ScoredSentence]:
+        """The best sentence, the next ones that score close to it, a reason for a "why", and a pronoun's antecedent,
+        in reading order."""
+        sentences = found.sentences
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         order = [int(i) for i in np.argsort(-logits, kind="stable")]
@@ -181,6 +186,12 @@ class ExtractiveAnswerer:
             if len(chosen) >= self.max_sentences or sentence.score < best.score * self.model.extra_sentence_ratio:
                 break
             chosen.append(sentence)
+        has_cue = found.features[:, SENTENCE_FEATURES.index("cue")] > 0
+        if found.question.kind == "why" and len(chosen) < self.max_sentences and not has_cue[order[0]]:
+            # A "why" answered by a sentence that states no reason is no answer: add the best one that does.
+            reason = next((i for i in order[1:] if has_cue[i]), None)
+            if reason is not None and scored[order.index(reason)] not in chosen:
+                chosen.append(scored[order.index(reason)])
         if len(chosen) < self.max_sentences and best.index > 0 and best.text.lower().startswith(_PRONOUN_OPENING):
             # "His ..." or "It ..." needs the sentence naming whom or what it is about.
             before = next(

@@ -90,9 +90,16 @@ class HybridRetriever:
             out.append(f"{title}\n\n{text}" if title and int(meta.get("start", 0)) > 0 else text)
         return out
 
-    def retrieve(self, question: str, *, top_k: int, query_embedding: np.ndarray | None = None) -> list[Passage]:
-        """The ``top_k`` best chunks for ``question``, best first."""
-        lexical = self.lexical()
+    def retrieve(
+        self,
+        question: str,
+        *,
+        top_k: int,
+        query_embedding: np.ndarray | None = None,
+        lexical: _Lexical | None = None,
+    ) -> list[Passage]:
+        """The ``top_k`` best chunks for ``question``, best first (``lexical``: a BM25 side the caller holds)."""
+        lexical = lexical or self.lexical()
         if query_embedding is None:
             query_embedding = self.embedder.embed_query(question)
         pool = max(self.candidates, top_k)
