@@ -76,8 +76,15 @@ def rss_peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def http_bench(data_dir: Path, questions: list[str], seconds: float) -> dict[str, Any]:
+def http_bench(data_dir: Path, questions: list[str], seconds: float, *, sequential: int = 0) -> dict[str, Any]:
+    """One client, then 8 concurrent ones; with ``sequential``, the one client asks that many questions and the 8
+    clients the rest, so no question is asked twice while the rest lasts."""
     import httpx
+
+    if sequential:
+        questions, concurrent = questions[:sequential], questions[sequential:]
+    else:
+        concurrent = questions
 
     port = free_port()
     t0 = time.perf_counter()
@@ -121,7 +128,7 @@ def http_bench(data_dir: Path, questions: list[str], seconds: float) -> dict[str
                 while time.perf_counter() < deadline:
                     t = time.perf_counter()
                     try:
-                        good = c.post(f"{base}/ask", json={"question": questions[i % len(questions)]}).is_success
+                        good = c.post(f"{base}/ask", json={"question": concurrent[i % len(concurrent)]}).is_success
                     except httpx.HTTPError:
                         good = False
                     with lock:

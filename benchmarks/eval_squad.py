@@ -76,7 +76,6 @@ def main() -> None:
             "max_answer_sentences": n,
             "top_k": settings.top_k,
             "min_confidence": settings.min_confidence,
-            "sentence_vectors": settings.sentence_vectors,
         }
         run = evaluate(items, ask=ask, rank=rank, progress=sys.stderr.isatty(), setup=setup)
         out = args.out / f"{args.half}-{n}sent"

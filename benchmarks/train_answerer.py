@@ -241,12 +241,39 @@ def main() -> None:
         offtopic_at_point=refusal_at(p_val[no_adv], unanswerable[no_adv], point["threshold"]),
         tradeoff=curve,
     )
-    print(json.dumps({k: v for k, v in report.items() if k != "tradeoff"}, indent=1))
+    report["tradeoff_squad2"] = [refusal_at(p_val[adversarial], unanswerable[adversarial], r["threshold"]) for r in curve]
+    report["tradeoff_offtopic"] = [refusal_at(p_val[no_adv], unanswerable[no_adv], r["threshold"]) for r in curve]
+    plot_tradeoff(report, args.out.with_suffix(".png"))
+    print(json.dumps({k: v for k, v in report.items() if not k.startswith("tradeoff")}, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     if args.write:
         write_weights(best_spec, best_conf, ratio=ratio, threshold=point["threshold"])
         print(f"wrote {WEIGHTS}")
+
+
+def plot_tradeoff(report: dict[str, Any], path: Path) -> None:
+    """Refusal precision and recall (SQuAD 2.0 adversarial, off-topic) and answered share vs the operating point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("tradeoff_squad2", "SQuAD 2.0 unanswerable"), ("tradeoff_offtopic", "off-topic")):
+        rows = report[key]
+        t = [r["threshold"] for r in rows]
+        ax.plot(t, [r["refusal_precision"] for r in rows], label=f"refusal precision, {label}")
+        ax.plot(t, [r["refusal_recall"] for r in rows], "--", label=f"refusal recall, {label}")
+    rows = report["tradeoff"]
+    ax.plot([r["threshold"] for r in rows], [r["answerable_answered"] for r in rows], "k:", label="answerable answered")
+    ax.axvline(report["operating_point"]["threshold"], color="grey", lw=0.8)
+    ax.set_xlabel("RAG_MIN_CONFIDENCE (validation articles)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_weights(sentence: dict[str, Any], confidence: dict[str, Any], *, ratio: float, threshold: float) -> None:

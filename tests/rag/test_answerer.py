@@ -1,0 +1,114 @@
+"""The learned extractive answerer: its fitted models load, its confidence gates refusals, its choices keep every
+invariant (exact offsets, markers by first appearance), and a pronoun brings its antecedent."""
+
+from __future__ import annotations
+
+import re
+import numpy as np
+import pytest
+
+from rag.answering.features import ANSWER_FEATURES, SENTENCE_FEATURES, question_kind
+from rag.answering.scoring import AnswerModel, Layer
+from rag.config import Settings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.factory import build_service
+from tests.conftest import index_folder, make_settings
+
+PEOPLE = (
+    "The observatory was founded in 1881 on the hill above the harbour.\n\n"
+    "Margaret Holloway directed it from 1902 to 1931. She discovered the comet that now carries her name in 1911, "
+    "while photographing the southern sky.\n\n"
+    "The main telescope is a 60-centimetre refractor built in Hamburg. It was restored in 1998.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def people_settings(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Settings:
+    base = tmp_path_factory.mktemp("people")
+    folder = base / "docs"
+    folder.mkdir()
+    (folder / "observatory.txt").write_text(PEOPLE, encoding="utf-8")
+    settings = make_settings(base / "data")
+    index_folder(settings, embedder, folder)
+    return settings
+
+
+def test_answer_model_default_matches_the_features() -> None:
+    model = AnswerModel.default()
+    assert model.sentence.weights.shape[0] == len(SENTENCE_FEATURES)
+    assert model.confidence_layer.weights.shape[0] == len(ANSWER_FEATURES)
+    assert 0.0 < model.min_confidence < 1.0
+    assert 0.0 < model.extra_sentence_ratio <= 1.0
+
+
+def test_layer_linear_and_hidden_forms() -> None:
+    linear = Layer.from_dict({"mean": [1.0, 0.0], "scale": [2.0, 1.0], "weights": [1.0, -1.0], "bias": 0.5})
+    np.testing.assert_allclose(linear(np.array([[3.0, 2.0]], dtype=np.float32)), [1.0 - 2.0 + 0.5])
+    hidden = Layer.from_dict(
+        {
+            "mean": [0.0],
+            "scale": [1.0],
+            "weights": [[1.0, 2.0]],
+            "bias": [0.0, 0.0],
+            "out_weights": [1.0, 1.0],
+            "out_bias": 0.0,
+        }
+    )
+    np.testing.assert_allclose(hidden(np.array([[0.5]], dtype=np.float32)), [np.tanh(0.5) + np.tanh(1.0)], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Why did the VRAEM faction attack in February?", "why"),
+        ("What led to the strike?", "why"),
+        ("When was the base attacked?", "when"),
+        ("In what year was it restored?", "when"),
+        ("What year was it restored?", "when"),
+        ("How many guerrillas took part?", "number"),
+        ("Who directed the observatory?", "who"),
+        ("Where was the telescope built?", "where"),
+        ("How does photosynthesis work?", "how"),
+        ("Was the telescope restored?", "yesno"),
+        ("What is the capital of France?", "other"),
+    ],
+)
+def test_question_kind(question: str, kind: str) -> None:
+    assert question_kind(question) == kind
+
+
+def test_confidence_gates_the_refusal(people_settings: Settings, embedder: SentenceTransformerEmbedder) -> None:
+    service = build_service(people_settings, embedder=embedder)
+    on_topic = service.ask("Who directed the observatory?")
+    assert not on_topic.no_answer
+    assert on_topic.confidence is not None and on_topic.confidence >= service.answerer.min_confidence
+    off_topic = service.ask("How do I reverse a list in Python?")
+    assert off_topic.no_answer and off_topic.citations == []
+    assert off_topic.confidence is not None and off_topic.confidence < service.answerer.min_confidence
+    # The operating point is a setting: at 0 nothing is refused, at 1 everything is.
+    always = build_service(people_settings.model_copy(update={"min_confidence": 0.0}), embedder=embedder)
+    assert not always.ask("How do I reverse a list in Python?").no_answer
+    never = build_service(people_settings.model_copy(update={"min_confidence": 1.0}), embedder=embedder)
+    refused = never.ask("Who directed the observatory?")
+    assert refused.no_answer and refused.confidence == on_topic.confidence
+
+
+def test_pronoun_answer_brings_its_antecedent(people_settings: Settings, embedder: SentenceTransformerEmbedder) -> None:
+    service = build_service(people_settings, embedder=embedder)
+    answer = service.ask("Which comet did she discover while photographing the southern sky?")
+    assert not answer.no_answer
+    quotes = [c.quote for c in answer.citations]
+    she = next(i for i, q in enumerate(quotes) if q.startswith("She discovered the comet"))
+    # The sentence naming "she" comes with it, before it (one document: reading order).
+    assert she > 0 and quotes[she - 1] == "Margaret Holloway directed it from 1902 to 1931."
+    text = service.get_document("observatory.txt").text or ""
+    for c in answer.citations:
+        assert text[c.start : c.end] == c.quote
+    markers = [int(m) for m in re.findall(r"\[(\d+)\]", answer.answer)]
+    assert markers == list(range(1, len(answer.citations) + 1))
+
+
+def test_one_sentence_setting_gives_one_citation(people_settings: Settings, embedder: SentenceTransformerEmbedder) -> None:
+    service = build_service(people_settings.model_copy(update={"max_answer_sentences": 1}), embedder=embedder)
+    answer = service.ask("Which comet did she discover while photographing the southern sky?")
+    assert len(answer.citations) == 1 and answer.citations[0].quote.startswith("She discovered")
