@@ -17,7 +17,8 @@ def index_corpus(
     """Index ``folder``/corpus.jsonl: doc_id is the record's _id, the text its title, a blank line, its text.
 
     ``only`` restricts the corpus to those doc ids (a subset for quick runs). Documents already stored with the
-    same content are left alone, so a cached store (--data-dir) is reused across runs.
+    same content are left alone, so a cached store (--data-dir) is reused across runs; chunks of a store written
+    before sentence vectors were stored get them (``Indexer.backfill_sentence_vectors``).
     """
     started = time.perf_counter()
     wanted = set(only) if only is not None else None
@@ -29,6 +30,7 @@ def index_corpus(
                 yield _document(record, folder)
 
     indexer.put_changed(documents(), report=report, show_progress=show_progress)
+    indexer.backfill_sentence_vectors(report=report, show_progress=show_progress)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -1,4 +1,5 @@
-"""Index folders and files: only new or changed documents are embedded; vanished ones are removed."""
+"""Index folders and files: only new or changed documents are embedded; vanished ones are removed; chunks stored
+without sentence vectors (by an older version) get them."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class IndexReport:
     unchanged: int = 0
     removed: int = 0
     chunks: int = 0
+    backfilled: int = 0  # chunks of unchanged documents that were given their missing sentence vectors
     skipped: list[str] = field(default_factory=list)  # "path: reason"
     seconds: float = 0.0
 
@@ -50,7 +52,7 @@ class IndexReport:
     def summary(self) -> str:
         return (
             f"docs added={self.added} updated={self.updated} unchanged={self.unchanged} removed={self.removed} "
-            f"skipped={len(self.skipped)} chunks={self.chunks} seconds={self.seconds:.1f}"
+            f"skipped={len(self.skipped)} chunks={self.chunks} backfilled={self.backfilled} seconds={self.seconds:.1f}"
         )
 
 
@@ -247,8 +249,50 @@ class Indexer:
             else:
                 report.added += 1
 
+    def backfill_sentence_vectors(self, *, report: IndexReport, show_progress: bool = False) -> None:
+        """Give every chunk of the collection whose sentence vectors are missing or stale its in-context vectors.
+
+        An index written before sentence vectors were stored still answers (the answerer embeds those sentences at
+        question time, ~100 ms a question); this makes it fast. Only the vectors are written: each chunk's
+        embedding, text and metadata stay exactly as stored (embed_chunks' chunk vectors are discarded).
+
+        The whole collection, not only the documents under the folder being indexed: the vectors come from the
+        stored chunk text, not from files, so documents uploaded over the API or indexed from another folder (which
+        no `rag index PATH` reaches) are backfilled too, and a tenant's collection is complete after any one run.
+        Finding nothing to do costs one paged read of the collection and no model time.
+
+        Crash-safe and idempotent: each batch is one metadata update (a chunk has its vectors or not), so a killed
+        run leaves the rest for the next one, and a run after a complete one backfills 0. Counted in
+        ``report.backfilled``. An embedder without ``embed_chunks`` backfills nothing.
+        """
+        if not isinstance(self.embedder, ChunkEmbedder):
+            return
+        todo = self.store.chunks_without_sentence_vectors()
+        if not todo:
+            return
+        log.info("backfilling sentence vectors of %d chunks", len(todo))
+        bar = _progress(len(todo), show_progress, unit="chunk", desc="sentence vectors")
+        try:
+            for lo in range(0, len(todo), BACKFILL_CHUNKS):
+                batch = todo[lo : lo + BACKFILL_CHUNKS]
+                texts = [text for _, text in batch]
+                _, sentences = self.embedder.embed_chunks(texts, [sentence_spans(t) for t in texts])
+                self.store.set_sentence_vectors([i for i, _ in batch], [v.astype(np.float16) for v in sentences])
+                report.backfilled += len(batch)
+                if bar:
+                    bar.update(len(batch))
+                else:
+                    log.info("backfilled %d/%d chunks", report.backfilled, len(todo))
+        finally:
+            if bar:
+                bar.close()
+
     def index_paths(self, paths: Iterable[Path], *, show_progress: bool = False) -> IndexReport:
-        """Index files and folders; a folder's vanished files are removed from the index."""
+        """Index files and folders; a folder's vanished files are removed from the index.
+
+        Then the collection's chunks that lack sentence vectors get them (``backfill_sentence_vectors``), after the
+        deletions so that no work is spent on chunks about to go.
+        """
         started = time.perf_counter()
         report = IndexReport()
         known = self.store.document_hashes()
@@ -287,6 +331,7 @@ class Indexer:
             report.removed += doc_id in gone
         # Old chunks of a document whose new version was recorded just before an interrupted run ended.
         self.store.delete_chunks(self.store.stale_chunk_ids())
+        self.backfill_sentence_vectors(report=report, show_progress=show_progress)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -310,6 +355,8 @@ _QUIET = {".jsonl", ".json"}
 # stages overlap, small enough to bound memory and to show progress.
 WINDOW_DOCS = 256
 WINDOW_CHARS = 400_000
+# Chunks per embed call and metadata update when backfilling: a kill loses at most one batch of work.
+BACKFILL_CHUNKS = 256
 
 
 # The splitter is pure Python (it holds the GIL), so on a machine with cores to spare (a GPU host) it runs in
@@ -358,9 +405,9 @@ class ProgressBar(Protocol):
     def close(self) -> None: ...
 
 
-def _progress(total: int, show: bool) -> ProgressBar | None:
+def _progress(total: int, show: bool, *, unit: str = "doc", desc: str = "indexing") -> ProgressBar | None:
     if not show or total < 2:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="doc", desc="indexing")
+    return tqdm(total=total, unit=unit, desc=desc)

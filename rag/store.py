@@ -2,7 +2,7 @@
 
 Two collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets) and ``<name>-docs`` (the full
 normalised text of each document, its source and content hash). The docs collection's metadata holds a
-``generation`` counter, bumped after every change, so derived local state (the BM25 index) notices staleness.
+``generation`` counter, bumped after every change that derived local state (the BM25 index) must notice.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import StoreUnavailable
+from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,30 @@ class ChromaStore:
                 break
         return ChunkSnapshot(generation, ids, texts, metas, hashes)
 
+    def chunks_without_sentence_vectors(self) -> list[tuple[str, str]]:
+        """(chunk id, text) of every current chunk whose stored sentence vectors are missing or do not fit its text.
+
+        Missing: written by a version that did not store them. Not fitting: not one vector per
+        ``sentence_spans`` span of the text (written with another sentence splitter); the answerer ignores those.
+        Chunks no reader sees (no document record, or a record of another content hash) are left out: an index
+        run deletes them. One paged read of the collection; vectors are counted from their encoded length, not
+        decoded.
+        """
+        hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
+        out: list[tuple[str, str]] = []
+        with _translate_errors(self._reset):
+            for offset in range(0, self._chunks.count(), _PAGE):
+                got = self._chunks.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
+                for chunk_id, text, meta in zip(
+                    got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True
+                ):
+                    meta = meta or {}
+                    if hashes.get(str(meta.get("doc_id"))) != meta.get("content_hash"):
+                        continue
+                    if _stored_sentence_count(meta) != len(sentence_spans(text or "")):
+                        out.append((chunk_id, text or ""))
+        return out
+
     def query(self, embedding: np.ndarray, *, n: int) -> list[DenseHit]:
         """Nearest chunks by cosine similarity."""
         # Chroma returns fewer than n_results when the collection holds fewer (none when empty): no count first.
@@ -267,6 +292,27 @@ class ChromaStore:
             for lo in range(0, len(stale), self._max_batch):
                 self._chunks.delete(ids=stale[lo : lo + self._max_batch])
         self.bump_generation()
+
+    def set_sentence_vectors(self, ids: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
+        """Store each chunk's in-context sentence vectors; its embedding, text and other metadata stay as they are.
+
+        Chroma's ``update`` merges the given metadata key into each record and writes a batch at once, so a crash
+        leaves every chunk with its whole vectors or without them; an id deleted meanwhile stays deleted (Chroma
+        skips it). Vectors depend only on the chunk's text, which its id is derived from, so a writer racing this
+        one on the same id stores the same vectors.
+
+        The generation does not move: nothing derived from the store holds sentence vectors (the BM25 snapshot
+        leaves them out, see ``snapshot``) and dense queries read them live, so replicas see them at once, and a
+        bump would only make every replica re-read the whole collection for an identical BM25 index.
+        """
+        if len(ids) != len(vectors):
+            raise ValueError("set_sentence_vectors needs one array of vectors per id")
+        metas = [{_SENTENCE_VECTORS: encode_vectors(v) if len(v) else None} for v in vectors]
+        with _translate_errors(self._reset):
+            for lo in range(0, len(ids), self._max_batch):
+                self._chunks.update(
+                    ids=list(ids[lo : lo + self._max_batch]), metadatas=metas[lo : lo + self._max_batch]
+                )
 
     def delete_document(self, doc_id: str) -> bool:
         """Remove a document and its chunks; False if it was not there."""
@@ -350,6 +396,14 @@ _SENTENCE_VECTORS = "sentence_vectors"
 def _sentence_vectors_of(meta: Any) -> np.ndarray | None:
     blob = (meta or {}).get(_SENTENCE_VECTORS)
     return decode_vectors(blob) if blob else None
+
+
+def _stored_sentence_count(meta: dict[str, Any], dimensions: int = 384) -> int:
+    """How many vectors a chunk's metadata holds, from the encoded length (-1 if that is not a whole number)."""
+    blob = meta.get(_SENTENCE_VECTORS) or ""
+    row = 4 * (2 * dimensions) // 3  # base64 of one float16 row: 768 bytes, a multiple of 3, so no padding
+    rows, rest = divmod(len(blob), row)
+    return rows if rest == 0 else -1
 
 
 def _without(meta: Any, key: str) -> dict[str, Any]:
