@@ -29,6 +29,21 @@ def normalize_text(text: str) -> str:
     return text.strip()
 
 
+# In an answer's text, square brackets belong to our citation markers ("[1]") alone.
+_BRACKETS = str.maketrans("[]", "()")
+
+
+def escape_brackets(text: str) -> str:
+    """Source text as it may appear in an answer: its square brackets as parentheses ("[2]" -> "(2)").
+
+    A document's own reference marks ("[2]", "[12, 13]") would otherwise read as our markers to every client (the
+    page, the evaluator, an OpenAI client), and its other brackets ("[SD]", "[Box 2]") are rewritten with them so the
+    rule stays simple: in answer text, a square bracket is ours. Quotes are never escaped: they stay exactly
+    ``document_text[start:end]``.
+    """
+    return text.translate(_BRACKETS)
+
+
 def content_hash(text: str) -> str:
     """Stable hash of a normalised text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -30,7 +30,8 @@ function showError(li, message) {
   li.textContent = "Error: " + message;
 }
 
-// Answer text with each [n] turned into a link that opens citation n.
+// Answer text with each [n] turned into a link that opens citation n. Only [n] with n among the answer's citations
+// is a link: the server writes a source's own brackets as parentheses ("(2)", "(12, 13)"), which stay text.
 function renderAnswer(li, answer) {
   li.textContent = "";
   li.className = answer.no_answer ? "assistant no-answer" : "assistant";

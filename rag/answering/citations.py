@@ -3,15 +3,24 @@
 A model cites passages ("... [2]"); the answer we return cites exact sentences. Each generated sentence is judged
 against the passages it cites; for each cited passage the best-supporting sentence becomes the Citation's quote
 (with its exact offsets), and citations are renumbered by first appearance, one number per distinct quote.
+
+A source's own reference marks ("74 [14] years", "shown before [12, 13]") are not markers. Two guards keep them out:
+the prompt shows the passages with their brackets as parentheses (``escape_brackets``), so a model that copies from
+them copies "(14)"; and the parser still treats a bracket that the model wrote right after the same words as a
+passage does ("74 [14]" when a passage reads "74 [14]": a model that knows the paper can restore the original) as
+copied text, shown as "(14)", not as a citation of passage 14 or 2. What is left of the brackets in a generated
+sentence once its markers are parsed ("[SD]", "[Box 2]") is escaped too, so a square bracket in the answer text is
+always one of our markers.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rag.answering.judge import SupportJudge
-from rag.text import sentence_spans
+from rag.text import escape_brackets, sentence_spans
 from rag.types import Citation, Passage, SentenceVerdict
 
 # [1], [1, 2], [1][2], [Passage 1], (1) is not a marker: models write years and counts in brackets too rarely
@@ -20,6 +29,10 @@ MARKER = re.compile(r"\[\s*(?:passages?\s*)?(\d{1,3}(?:\s*(?:,|and|&)\s*(?:passa
 _MARKER_RUN = re.compile(rf"^(?:\s*{MARKER.pattern})+", re.I)
 _LEAD = re.compile(r"^\s*(?:answer\s*:|[-*\u2022]|\d{1,2}[.)](?=\s))\s*", re.I)
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
+# The words before a bracket that decide whether the model copied it from a passage ("age, 74" before "[14]").
+_CONTEXT = re.compile(r"(?:\S+\s*){1,3}$")
+_NON_WORD_LEAD = re.compile(r"^[^\w]+")
+COPY_CONTEXT_WORDS = 2
 
 
 @dataclass
@@ -38,18 +51,51 @@ def marker_numbers(group: str) -> list[int]:
 
 def clean_sentence(text: str) -> str:
     """A sentence without its markers, list bullets or an 'Answer:' lead, on one line."""
-    text = MARKER.sub(" ", text)
+    text = escape_brackets(MARKER.sub(" ", text))
     text = " ".join(text.split())
     text = _LEAD.sub("", text)
     return _SPACE_BEFORE_PUNCT.sub(r"\1", text).strip()
 
 
-def split_sentences(text: str, passage_count: int) -> list[GeneratedSentence]:
+def _squash(text: str) -> str:
+    return " ".join(escape_brackets(text).casefold().split())
+
+
+def unmark_copies(text: str, passages: Sequence[str]) -> str:
+    """``text`` with each marker-like bracket copied from a passage rewritten as text ("74 [14] years" -> "74 (14)
+    years").
+
+    A bracket is a copy when it and the words before it (up to three, at least two) appear together in a passage,
+    brackets and parentheses alike, case and spacing aside: a citation the model adds itself follows its own words,
+    not the passage's reference mark. A sentence copied whole with its source's mark at the end therefore loses that
+    "marker" and is attributed by the support judge like any unmarked sentence.
+    """
+    sources = [_squash(p) for p in passages]
+    if not sources:
+        return text
+    out: list[str] = []
+    last = 0
+    for match in MARKER.finditer(text):
+        found = _CONTEXT.search(text[max(last, match.start() - 200) : match.start()])
+        # From its first word: a full stop the model put before it is no part of the passage's phrase.
+        context = _NON_WORD_LEAD.sub("", found.group()) if found else ""
+        if len(context.split()) >= COPY_CONTEXT_WORDS and any(_squash(context + match.group()) in s for s in sources):
+            out.append(text[last : match.start()] + escape_brackets(match.group()))
+        else:
+            out.append(text[last : match.end()])
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def split_sentences(text: str, passage_count: int, *, passages: Sequence[str] = ()) -> list[GeneratedSentence]:
     """Split a model's answer into sentences and their in-range markers.
 
     Markers written after a sentence's full stop ("... attacked. [1] The ...") belong to that sentence, so a run of
-    markers that opens a sentence is given to the one before it.
+    markers that opens a sentence is given to the one before it. Brackets copied from ``passages`` (the passages'
+    texts) are text, not markers (``unmark_copies``).
     """
+    text = unmark_copies(text, passages)
     sentences: list[GeneratedSentence] = []
     for start, end in sentence_spans(text):
         piece = text[start:end]

@@ -26,7 +26,7 @@ from rag.answering.features import (
     sentence_features,
 )
 from rag.answering.scoring import AnswerModel
-from rag.text import sentence_spans
+from rag.text import escape_brackets, sentence_spans
 from rag.types import Citation, Passage
 
 REFUSAL = "I could not find an answer to that in the indexed documents."
@@ -169,7 +169,7 @@ class ExtractiveAnswerer:
                     score=round(sentence.score, 4),
                 )
             )
-            parts.append(f"{' '.join(sentence.text.split())} [{n}]")
+            parts.append(f"{escape_brackets(' '.join(sentence.text.split()))} [{n}]")
         return Extract(answer=" ".join(parts), no_answer=False, citations=citations, confidence=round(confidence, 4))
 
     def _choose(self, found: Featurized, logits: np.ndarray) -> list[ScoredSentence]:

@@ -19,7 +19,7 @@ from rag.answering.extractive import REFUSAL, Extract
 from rag.answering.judge import SupportJudge
 from rag.answering.llm import Message, OpenAIChatLLM
 from rag.errors import LLMUnavailable
-from rag.text import sentence_spans, text_deltas
+from rag.text import escape_brackets, sentence_spans, text_deltas
 from rag.types import Citation, Passage, SentenceVerdict
 
 SYSTEM_PROMPT = """You answer questions using only the numbered passages between <<<DOCUMENTS>>> and <<<END>>>.
@@ -67,7 +67,9 @@ def build_messages(question: str, passages: list[Passage]) -> list[Message]:
     """The chat messages: the rules, one worked example, then the fenced passages and the question.
 
     The fence is fixed (so a model server can reuse its cache of the prompt's prefix) and documents cannot close
-    it: any "<<<" inside a passage is broken up before it is quoted.
+    it: any "<<<" inside a passage is broken up before it is quoted. A passage's own brackets are shown as
+    parentheses ("[2]" -> "(2)"), so the only bracketed numbers the model sees are the passage numbers, and a
+    reference mark it copies reads "(2)", never a marker.
     """
     return [
         {"role": "system", "content": SYSTEM_PROMPT.format(refusal=REFUSAL)},
@@ -78,7 +80,10 @@ def build_messages(question: str, passages: list[Passage]) -> list[Message]:
 
 
 def _user_message(question: str, texts: list[str]) -> str:
-    blocks = [f"[{n}] {' '.join(text.replace('<<<', '<< <').split())}" for n, text in enumerate(texts, start=1)]
+    blocks = [
+        f"[{n}] {' '.join(escape_brackets(text).replace('<<<', '<< <').split())}"
+        for n, text in enumerate(texts, start=1)
+    ]
     return (
         f"{FENCE_OPEN}\n" + "\n\n".join(blocks) + f"\n{FENCE_CLOSE}\n\n"
         f"Question: {question}\nAnswer in one to three sentences, each ending with its passage number:"
@@ -195,6 +200,7 @@ class _Run:
     def __init__(self, answerer: GeneratedAnswerer, passages: list[Passage]) -> None:
         self.answerer = answerer
         self.passages = passages
+        self.texts = [p.text for p in passages]
         self.checker = CitationChecker(judge=answerer.judge)
         self.instructions = instruction_sentences(passages)
         self.warnings: list[str] = [
@@ -220,7 +226,7 @@ class _Run:
 
     def feed(self, text: str) -> Iterator[str]:
         """Judge the finished sentences in ``text``; yield the deltas of those that are streamed."""
-        for sentence in split_sentences(text, len(self.passages)):
+        for sentence in split_sentences(text, len(self.passages), passages=self.texts):
             if self.finished:
                 return
             key = sentence.text.casefold()

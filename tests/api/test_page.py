@@ -107,3 +107,19 @@ def test_page_shows_errors_from_the_server(page: Page) -> None:
     error = page.locator("#messages li.error")
     expect(error).to_contain_text("no conversation with id")
     expect(error).to_contain_text("conversation_not_found")
+
+
+def test_page_links_only_markers_of_the_answers_citations(page: Page) -> None:
+    """A source's brackets arrive as parentheses and stay text; so does a bracket whose number cites nothing."""
+    citation = {"n": 1, "doc_id": "d", "source": "review.txt", "quote": "in Togo [2], shown [12, 13].", "start": 0}
+    answer = {
+        "answer": "Albendazole worked in Togo (2), as shown (12, 13) (SD) (Box 2). [1] Not ours: [7] [12, 13].",
+        "no_answer": False,
+        "citations": [{**citation, "end": len(citation["quote"]), "score": 0.9}],
+    }
+    page.evaluate("(answer) => renderAnswer(addItem('assistant', ''), answer)", answer)
+    text = page.locator("#messages li.assistant").last.locator(".answer-text")
+    expect(text).to_have_text(answer["answer"])
+    links = text.locator("a.marker")
+    expect(links).to_have_count(1)
+    expect(links).to_have_text("[1]")
