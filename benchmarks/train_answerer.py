@@ -241,7 +241,9 @@ def main() -> None:
         offtopic_at_point=refusal_at(p_val[no_adv], unanswerable[no_adv], point["threshold"]),
         tradeoff=curve,
     )
-    report["tradeoff_squad2"] = [refusal_at(p_val[adversarial], unanswerable[adversarial], r["threshold"]) for r in curve]
+    report["tradeoff_squad2"] = [
+        refusal_at(p_val[adversarial], unanswerable[adversarial], r["threshold"]) for r in curve
+    ]
     report["tradeoff_offtopic"] = [refusal_at(p_val[no_adv], unanswerable[no_adv], r["threshold"]) for r in curve]
     plot_tradeoff(report, args.out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("tradeoff")}, indent=1))

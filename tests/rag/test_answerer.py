@@ -4,6 +4,7 @@ invariant (exact offsets, markers by first appearance), and a pronoun brings its
 from __future__ import annotations
 
 import re
+
 import numpy as np
 import pytest
 
@@ -108,7 +109,9 @@ def test_pronoun_answer_brings_its_antecedent(people_settings: Settings, embedde
     assert markers == list(range(1, len(answer.citations) + 1))
 
 
-def test_one_sentence_setting_gives_one_citation(people_settings: Settings, embedder: SentenceTransformerEmbedder) -> None:
+def test_one_sentence_setting_gives_one_citation(
+    people_settings: Settings, embedder: SentenceTransformerEmbedder
+) -> None:
     service = build_service(people_settings.model_copy(update={"max_answer_sentences": 1}), embedder=embedder)
     answer = service.ask("Which comet did she discover while photographing the southern sky?")
     assert len(answer.citations) == 1 and answer.citations[0].quote.startswith("She discovered")
