@@ -58,3 +58,45 @@ def test_layering_vendor_imported_in_one_place(vendor: str) -> None:
         if vendor in _imports(path)
     }
     assert users == VENDOR_HOMES[vendor], users
+
+
+# Inside rag/: the base modules import no subpackage and nothing that composes them; answering and retrieval do not
+# import each other; evaluation reads answers, it does not build services. service, factory and conversation compose.
+RAG_BASE = ("rag/config.py", "rag/errors.py", "rag/types.py", "rag/text.py", "rag/store.py", "rag/embedding.py")
+COMPOSERS = {"rag.service", "rag.factory", "rag.conversation"}
+RAG_FORBIDDEN = {
+    **{base: {"rag.answering", "rag.retrieval", "rag.evaluation", *COMPOSERS} for base in RAG_BASE},
+    "rag/answering": {"rag.retrieval", "rag.evaluation", *COMPOSERS},
+    "rag/retrieval": {"rag.answering", "rag.evaluation", *COMPOSERS},
+    "rag/evaluation": {"rag.answering", "rag.retrieval", *COMPOSERS},
+}
+
+
+def _rag_modules(path: Path) -> set[str]:
+    """Every rag.* module ``path`` imports, at any depth of the dotted name (rag.answering.features counts as
+    rag.answering and rag.answering.features)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            found.update(".".join(parts[:i]) for i in range(2, len(parts) + 1) if parts[0] == "rag")
+    return found
+
+
+@pytest.mark.parametrize("part", sorted(RAG_FORBIDDEN))
+def test_layering_inside_rag_imports_go_one_way(part: str) -> None:
+    target = ROOT / part
+    paths = [target] if target.suffix == ".py" else sorted(target.rglob("*.py"))
+    assert paths, part
+    bad = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in paths
+        for name in _rag_modules(path) & RAG_FORBIDDEN[part]
+    }
+    assert not bad, sorted(bad)
