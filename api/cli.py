@@ -7,6 +7,10 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time: `rag --help` stays fast
+    from rag.config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _index(settings, paths: list[Path], *, quiet: bool, tenant: str | None) -> int:  # type: ignore[no-untyped-def]
+def _index(settings: Settings, paths: list[Path], *, quiet: bool, tenant: str | None) -> int:
     from index.pipeline import build_indexer
     from rag.factory import build_embedder, open_store
 
@@ -88,7 +92,7 @@ def _index(settings, paths: list[Path], *, quiet: bool, tenant: str | None) -> i
     return 0 if report.indexed > 0 or not report.skipped else 1
 
 
-def _ask(settings, question: str, *, top_k: int | None, as_json: bool, tenant: str | None) -> int:  # type: ignore[no-untyped-def]
+def _ask(settings: Settings, question: str, *, top_k: int | None, as_json: bool, tenant: str | None) -> int:
     from rag.factory import build_service
 
     answer = build_service(settings, tenant=tenant).ask(question, top_k=top_k)
@@ -109,7 +113,7 @@ def _ask(settings, question: str, *, top_k: int | None, as_json: bool, tenant: s
     return 0
 
 
-def _serve(settings, *, host: str | None, port: int | None) -> int:  # type: ignore[no-untyped-def]
+def _serve(settings: Settings, *, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from api.app import create_app

@@ -12,9 +12,12 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings
+
+if TYPE_CHECKING:
+    from rag.service import RAGService
 
 
 def run_eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -77,7 +80,7 @@ def index_for_eval(settings: Settings, corpus: Path, *, progress: bool) -> str:
     return report.summary()
 
 
-def _service(settings: Settings):  # type: ignore[no-untyped-def]
+def _service(settings: Settings) -> RAGService:
     from rag.factory import build_service
 
     # The embedder's weights are cached per process, so indexing and asking share one copy. Warm up as the app's

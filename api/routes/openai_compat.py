@@ -118,7 +118,9 @@ async def list_models() -> ModelListResponse:
     response_model=ChatCompletionResponse,
     responses={**ERRORS, 200: {"description": "chat.completion, or with stream=true SSE chunks and data: [DONE]"}},
 )
-async def chat_completions(body: ChatCompletionRequest, service: ServiceDep):  # type: ignore[no-untyped-def]
+async def chat_completions(
+    body: ChatCompletionRequest, service: ServiceDep
+) -> ChatCompletionResponse | StreamingResponse:
     """Answer the last user message with cited sentences, using the earlier messages as context."""
     question, history = split_messages([(m.role, m.text()) for m in body.messages])
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
