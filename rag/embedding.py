@@ -339,7 +339,7 @@ def minilm_onnx_graph(weights: dict[str, np.ndarray], *, opset: int = 17) -> Any
 class OnnxMiniLM:
     """MiniLM's encoder in ONNX Runtime (one thread per call): token states for ``mean_pool`` and ``pool_spans``."""
 
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, model: bytes) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -349,14 +349,13 @@ class OnnxMiniLM:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        model = minilm_onnx_graph(weights).SerializeToString()
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     @classmethod
     def from_path(cls, path: Path) -> OnnxMiniLM:
         from safetensors.numpy import load_file
 
-        return cls(load_file(str(path / "model.safetensors")))
+        return cls(minilm_onnx_graph(load_file(str(path / "model.safetensors"))).SerializeToString())
 
     def hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The last layer's token states, (batch, seq, 384)."""
