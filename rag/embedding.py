@@ -252,7 +252,7 @@ def minilm_onnx_graph(weights: dict[str, np.ndarray], *, opset: int = 17) -> Any
     """MiniLM's BERT encoder as an in-memory ONNX model: (input_ids, attention_mask) -> last_hidden_state.
 
     The same computation as ``NumpyMiniLM.hidden`` (fused QKV, additive mask, exact GELU via Erf), written with plain
-    opset-17 operators so ORT's own graph optimiser fuses LayerNorm, GELU and the MatMul+Add pairs.
+    opset-17 operators (LayerNormalization is native there), left for ORT's own optimiser to fuse (GELU, Add + LayerNorm).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -372,7 +372,7 @@ def onnx_available() -> bool:
 
 @lru_cache(maxsize=1)
 def _onnx_model() -> OnnxMiniLM:
-    # Built once per process (~0.7 s: read the weights, build the graph, let ORT optimise it) and shared by every
+    # Built once per process (0.7-1 s here: read the weights, build the graph, let ORT optimise it) and shared by every
     # embedder; InferenceSession.run is thread-safe.
     return OnnxMiniLM.from_path(model_path())
 
