@@ -4,10 +4,10 @@
 
 Each of --questions different SQuAD v1.1 dev questions (field "text") is embedded once per round by every backend,
 one backend after another in an order that rotates every round, so load from other processes falls on all of them
-alike. Reports
-p50/p95 ms of ``embed_query`` (tokenising included; wall clock and the thread's CPU time), the time to build each
-backend, the lowest cosine between the backends' vectors, and the CPU's flags. --int8 adds ORT dynamic int8 quantisation (MatMul weights, per channel) of
-the same graph: measured only, the library does not use it (its cosine to fp32 stays under 0.999).
+alike. Reports p50/p95 ms of ``embed_query`` (tokenising included; wall clock and the thread's CPU time), the time
+to build each backend, the lowest cosine between the backends' vectors, and the CPU's flags. --int8 adds ORT dynamic
+int8 quantisation (MatMul weights, per channel) of the same graph: measured only, the library does not use it (its
+cosine to fp32 stays under 0.999).
 """
 
 from __future__ import annotations

@@ -252,7 +252,8 @@ def minilm_onnx_graph(weights: dict[str, np.ndarray], *, opset: int = 17) -> Any
     """MiniLM's BERT encoder as an in-memory ONNX model: (input_ids, attention_mask) -> last_hidden_state.
 
     The same computation as ``NumpyMiniLM.hidden`` (fused QKV, additive mask, exact GELU via Erf), written with plain
-    opset-17 operators (LayerNormalization is native there), left for ORT's own optimiser to fuse (GELU, Add + LayerNorm).
+    opset-17 operators (LayerNormalization is native there), left for ORT's own optimiser to fuse (GELU, Add +
+    LayerNorm).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -492,8 +493,9 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed a batch of texts; returns an array of shape (len(texts), 384).
 
-        Up to ``SMALL_BATCH`` texts (a question's candidate sentences, a small document) run in the small backend; more run in
-        torch at the chosen precision, which uses every core for one batch. Batches are sized by padded tokens.
+        Up to ``SMALL_BATCH`` texts (a question's candidate sentences, a small document) run in the small
+        backend; more run in torch at the chosen precision, which uses every core for one batch. Batches are
+        sized by padded tokens.
         """
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
