@@ -1,7 +1,8 @@
-"""Precision choice, the NumPy backend's agreement with PyTorch, length-sorted batching and lazy imports."""
+"""Precision choice, the small backends' agreement with PyTorch and each other, length-sorted batching, lazy imports."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -69,9 +70,9 @@ def fp32_torch_vectors() -> np.ndarray:
     return np.asarray(model.encode(_real_texts(), normalize_embeddings=True), dtype=np.float32)
 
 
-def test_numpy_backend_matches_sentence_transformers_fp32(
-    embedder: SentenceTransformerEmbedder, fp32_torch_vectors: np.ndarray
-) -> None:
+@pytest.mark.parametrize("small_backend", ["onnx", "numpy"])
+def test_small_backend_matches_sentence_transformers_fp32(small_backend: str, fp32_torch_vectors: np.ndarray) -> None:
+    embedder = SentenceTransformerEmbedder(small_backend=small_backend)
     vectors = embedder.embed(_real_texts())
     assert vectors.shape == fp32_torch_vectors.shape
     cosines = (vectors * fp32_torch_vectors).sum(axis=1)
@@ -90,9 +91,50 @@ def test_torch_backend_precision_close_to_fp32(precision: str, fp32_torch_vector
     assert cosines.min() >= 0.999
 
 
-def test_embedder_rejects_unknown_precision() -> None:
-    with pytest.raises(ValueError, match="precision"):
-        SentenceTransformerEmbedder(precision="int8")
+@pytest.fixture(scope="module")
+def numpy_embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(small_backend="numpy")
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(small_backend="onnx")
+
+
+def test_small_backend_auto_picks_onnx_where_installed() -> None:
+    assert SentenceTransformerEmbedder().small_backend == "onnx"
+
+
+def test_onnx_backend_matches_numpy_backend(
+    numpy_embedder: SentenceTransformerEmbedder, onnx_embedder: SentenceTransformerEmbedder
+) -> None:
+    texts = _real_texts()  # 1 to 256 tokens: batches with padding
+    cosines = (onnx_embedder.embed(texts) * numpy_embedder.embed(texts)).sum(axis=1)
+    assert cosines.min() >= 0.99999
+    for text in texts[:5] + texts[-3:-1]:
+        assert float(onnx_embedder.embed_query(text) @ numpy_embedder.embed_query(text)) >= 0.99999
+
+
+def test_onnx_backend_span_vectors_match_numpy_backend(
+    numpy_embedder: SentenceTransformerEmbedder, onnx_embedder: SentenceTransformerEmbedder
+) -> None:
+    texts = [t for t in _real_texts() if len(t) > 200][:3] + ["Lima is the capital. It lies on the coast."]
+    spans = [[(m.start(), m.end()) for m in re.finditer(r"[^.]+\.?", t) if m.group().strip()] for t in texts]
+    onnx_chunks, onnx_spans = onnx_embedder.embed_chunks(texts, spans)
+    numpy_chunks, numpy_spans = numpy_embedder.embed_chunks(texts, spans)
+    assert (onnx_chunks * numpy_chunks).sum(axis=1).min() >= 0.99999
+    for got, want, text_spans in zip(onnx_spans, numpy_spans, spans, strict=True):
+        assert got.shape == want.shape == (len(text_spans), 384)
+        filled = np.linalg.norm(want, axis=1) > 0  # spans past the 256-token window have no tokens
+        assert (got[filled] * want[filled]).sum(axis=1).min() >= 0.99999
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"precision": "int8"}, "precision"), ({"small_backend": "torch"}, "small_backend")]
+)
+def test_embedder_rejects_unknown_settings(kwargs: dict[str, str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SentenceTransformerEmbedder(**kwargs)
 
 
 def test_ask_path_never_imports_torch(seeded_settings) -> None:  # type: ignore[no-untyped-def]
@@ -107,8 +149,8 @@ def test_ask_path_never_imports_torch(seeded_settings) -> None:  # type: ignore[
         "assert a.citations, a\n"
         "import api.app\n"
         "bad = sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules)\n"
-        "print('IMPORTED', bad)\n"
+        "print('IMPORTED', bad, 'onnxruntime' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "IMPORTED []" in out.stdout
+    assert "IMPORTED [] True" in out.stdout  # the question was embedded by ONNX Runtime, not torch
