@@ -136,6 +136,11 @@ class HybridRetriever:
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + contribution
 
         best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:top_k]
+        # Chunks found by BM25 alone come from the snapshot, which leaves sentence vectors in the store: one read
+        # by id (a millisecond or two) instead of embedding their sentences when the question is answered.
+        lexical_only = [cid for cid in best if "sentence_vectors" not in found[cid]]
+        for cid, vectors in self.store.sentence_vectors(lexical_only).items():
+            found[cid]["sentence_vectors"] = vectors
         return [_passage(cid, found[cid], fused[cid]) for cid in best]
 
     def _contributions(self, ranked: list[tuple[str, float]], weight: float) -> list[tuple[str, float]]:
@@ -165,6 +170,5 @@ def _passage(chunk_id: str, entry: dict[str, Any], score: float) -> Passage:
         score=score,
         dense_score=entry.get("dense"),
         bm25_score=entry.get("bm25"),
-        # Only dense hits bring them: the BM25 snapshot leaves them in the store (see ChromaStore.snapshot).
         sentence_vectors=entry.get("sentence_vectors"),
     )
