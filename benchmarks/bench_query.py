@@ -171,6 +171,8 @@ def scaling(base_dir: Path, work: Path, sizes: list[int], questions: list[str]) 
         full = src.get_document(info.doc_id)
         assert full is not None
         texts[info.doc_id] = full.text
+    # The copies keep their chunk's stored sentence vectors, as a real index has them (else answering embeds them).
+    sentence_vectors = src.sentence_vectors(got["ids"])
     dest = open_store(Settings(data_dir=work))
     rng = np.random.default_rng(0)
     n_base = len(got["ids"])
@@ -203,6 +205,7 @@ def scaling(base_dir: Path, work: Path, sizes: list[int], questions: list[str]) 
                         end=int(meta["end"]),
                         index=int(meta["index"]),
                         content_hash=doc.content_hash,
+                        sentence_vectors=sentence_vectors.get(got["ids"][j]),
                     )
                 )
                 v = np.asarray(got["embeddings"][j], dtype=np.float32) + rng.normal(0, 0.01, 384).astype(np.float32)
