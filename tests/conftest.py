@@ -71,6 +71,17 @@ def index_folder(settings: Settings, embedder: SentenceTransformerEmbedder, *pat
     return build_indexer(settings, store=open_store(settings), embedder=embedder).index_paths(list(paths))
 
 
+def index_text(base: Path, embedder: SentenceTransformerEmbedder, files: dict[str, str]) -> Settings:
+    """Settings of a store of its own under ``base`` holding these documents (name -> text), indexed as a folder."""
+    docs = base / "docs"
+    docs.mkdir(parents=True)
+    for name, text in files.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    settings = make_settings(base / "data")
+    index_folder(settings, embedder, docs)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def seeded_settings(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Settings:
     """Settings of a store holding the seeds (indexed once per session; treat as read-only)."""

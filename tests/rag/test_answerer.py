@@ -13,7 +13,7 @@ from rag.answering.scoring import AnswerModel, Layer
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.factory import build_service
-from tests.conftest import index_folder, make_settings
+from tests.conftest import index_text
 
 PEOPLE = (
     "The observatory was founded in 1881 on the hill above the harbour.\n\n"
@@ -25,13 +25,7 @@ PEOPLE = (
 
 @pytest.fixture(scope="module")
 def people_settings(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Settings:
-    base = tmp_path_factory.mktemp("people")
-    folder = base / "docs"
-    folder.mkdir()
-    (folder / "observatory.txt").write_text(PEOPLE, encoding="utf-8")
-    settings = make_settings(base / "data")
-    index_folder(settings, embedder, folder)
-    return settings
+    return index_text(tmp_path_factory.mktemp("people"), embedder, {"observatory.txt": PEOPLE})
 
 
 def test_answer_model_default_matches_the_features() -> None:

@@ -19,7 +19,7 @@ from rag.evaluation.metrics import answer_sentences, marker_errors
 from rag.factory import build_service
 from rag.text import escape_brackets
 from rag.types import Answer, Passage
-from tests.conftest import index_folder, make_settings
+from tests.conftest import index_text
 
 FILARIASIS = (
     "Neglected tropical diseases in Africa\n\n"
@@ -57,13 +57,7 @@ def test_escape_brackets_turns_square_brackets_into_parentheses(text: str, expec
 @pytest.fixture(scope="module")
 def bracket_settings(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Settings:
     """A store holding one document full of its own bracketed reference marks."""
-    base = tmp_path_factory.mktemp("brackets")
-    docs = base / "docs"
-    docs.mkdir()
-    (docs / "review.txt").write_text(FILARIASIS, encoding="utf-8")
-    settings = make_settings(base / "data")
-    index_folder(settings, embedder, docs)
-    return settings
+    return index_text(tmp_path_factory.mktemp("brackets"), embedder, {"review.txt": FILARIASIS})
 
 
 @pytest.fixture(scope="module")
