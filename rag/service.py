@@ -150,10 +150,6 @@ class RAGService:
             except Exception:
                 log.exception("answer observer failed")
 
-    def answer_passages(self, question: str, passages: list[Passage], question_embedding: np.ndarray) -> Extract:
-        """The extractive answer from retrieved passages (scored with the sentence vectors stored at ingestion)."""
-        return self.answerer.answer(question, passages, question_embedding, idf=self.retriever.lexical().bm25.idf_of)
-
     def list_documents(self) -> list[DocumentInfo]:
         return self.store.list_documents()
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -163,11 +165,11 @@ def sentence_features(question: Question, candidates: Sequence[Candidate], cosin
     passage_cover: dict[str, float] = {}
     for i, c in enumerate(candidates):
         s_terms = terms(c.text)
-        s_set = set(s_terms)
+        s_set = _term_set(c.text)
         lexical[i] = _cover(question, s_set)
-        window = s_set | set(terms(c.before)) | set(terms(c.after))
+        window = s_set | _term_set(c.before) | _term_set(c.after)
         if c.passage_text not in passage_cover:
-            passage_cover[c.passage_text] = _cover(question, set(terms(c.passage_text)))
+            passage_cover[c.passage_text] = _cover(question, _term_set(c.passage_text))
         bigrams = set(zip(s_terms, s_terms[1:], strict=False))
         n_words = len(words(c.text))
         cue = _CUES.get(question.kind)
@@ -252,7 +254,7 @@ def answer_features(
     row[6] = features[best, SENTENCE_FEATURES.index("cue")]
     found: set[str] = set()
     for text in passages_text:
-        found |= set(terms(text))
+        found |= _term_set(text)
     missing = [question.weights[t] for t in question.terms - found]
     row[7] = features[best, SENTENCE_FEATURES.index("lexical_passage")]
     row[8] = sum(missing) / question.weight
@@ -270,7 +272,13 @@ def answer_features(
     return row
 
 
-def _cover(question: Question, found: set[str]) -> float:
+@lru_cache(maxsize=8192)
+def _term_set(text: str) -> frozenset[str]:
+    """A text's terms, memoised: each sentence is also its neighbours' context, and passages recur across questions."""
+    return frozenset(terms(text))
+
+
+def _cover(question: Question, found: AbstractSet[str]) -> float:
     return sum(question.weights[t] for t in question.terms & found) / question.weight
 
 
