@@ -111,7 +111,7 @@ class HybridRetriever:
         dense_ranked: list[tuple[str, float]] = []
         for hit in dense:
             # Only chunks of the document's current version count: never a mix of old and new chunks.
-            if hashes.get(str(hit.metadata.get("doc_id"))) != hit.metadata.get("content_hash"):
+            if not _current(hit.metadata, hashes):
                 continue
             dense_ranked.append((hit.chunk_id, hit.similarity))
             found[hit.chunk_id] = {
@@ -124,7 +124,7 @@ class HybridRetriever:
         sparse_ranked: list[tuple[str, float]] = []
         for pos, score in sparse_hits:
             chunk_id, meta = snap.ids[pos], snap.metadatas[pos]
-            if hashes.get(str(meta.get("doc_id"))) != meta.get("content_hash"):
+            if not _current(meta, hashes):
                 continue
             sparse_ranked.append((chunk_id, score))
             entry = found.setdefault(chunk_id, {"text": snap.texts[pos], "meta": meta})
@@ -156,6 +156,13 @@ class HybridRetriever:
         if hi - lo < 1e-9:  # one candidate, or all tied: each is as good as the best
             return [(cid, weight) for cid, _ in ranked[: len(scores)]]
         return [(cid, weight * max(score - lo, 0.0) / (hi - lo)) for cid, score in ranked]
+
+
+def _current(meta: dict[str, Any], hashes: dict[str, str]) -> bool:
+    """A chunk of its document's current version. A chunk caught mid-delete on a Chroma server can come back with
+    no metadata at all: that is not current either (its missing doc id and hash must not compare equal)."""
+    doc_id, content_hash = meta.get("doc_id"), meta.get("content_hash")
+    return doc_id is not None and content_hash is not None and hashes.get(str(doc_id)) == content_hash
 
 
 def _passage(chunk_id: str, entry: dict[str, Any], score: float) -> Passage:

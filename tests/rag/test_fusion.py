@@ -57,3 +57,23 @@ def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -
     # The passages keep the chunk's own text: the title only feeds BM25.
     passages = HybridRetriever(store=store, embedder=embedder).retrieve("zebrafish", top_k=len(snapshot.ids))
     assert {p.text for p in passages} <= set(snapshot.texts)
+
+
+def test_retrieve_skips_a_dense_hit_caught_mid_delete(seeded_settings, embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A Chroma server can return a chunk that is being deleted with no metadata and no text (seen in CI while a
+    replacement raced /ask). It is no current chunk: retrieval drops it instead of failing the question."""
+    from rag.factory import open_store
+    from rag.store import DenseHit
+
+    store = open_store(seeded_settings)
+    retriever = HybridRetriever(store=store, embedder=embedder)
+    question = "Why did the VRAEM faction attack in February?"
+    real_query = store.query
+
+    def query_with_a_ghost(embedding, *, n):  # type: ignore[no-untyped-def]
+        ghost = DenseHit(chunk_id="ghost", text=None, metadata={}, similarity=0.99)  # type: ignore[arg-type]
+        return [ghost, *real_query(embedding, n=n)]
+
+    monkeypatch.setattr(store, "query", query_with_a_ghost)
+    passages = retriever.retrieve(question, top_k=5)
+    assert passages and all(p.chunk_id != "ghost" for p in passages)
