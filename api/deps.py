@@ -26,7 +26,11 @@ ERRORS: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorResponse, "description": "Request body over the size limit"},
     422: {"model": ErrorResponse, "description": "Invalid request; the message says what to fix"},
     429: {"model": ErrorResponse, "description": "Rate limit of this key reached; see Retry-After"},
-    503: {"model": ErrorResponse, "description": "Index empty (index_empty) or store unavailable (store_unavailable)"},
+    503: {
+        "model": ErrorResponse,
+        "description": "Index empty (index_empty), store unavailable (store_unavailable), or, on chat routes, the "
+        "conversations database unusable (conversations_unavailable)",
+    },
 }
 
 # Routes anyone may call, keys or not: liveness, and the chat page (static HTML; its API calls need a key).

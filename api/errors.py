@@ -7,7 +7,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import IndexEmpty, InvalidInput, NotFound, RAGError, StoreUnavailable, UnsupportedFile
+from rag.errors import (
+    ConversationsUnavailable,
+    IndexEmpty,
+    InvalidInput,
+    NotFound,
+    RAGError,
+    StoreUnavailable,
+    UnsupportedFile,
+)
 
 
 class EdgeError(Exception):
@@ -61,6 +69,7 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (NotFound, 404),
     (IndexEmpty, 503),
     (StoreUnavailable, 503),
+    (ConversationsUnavailable, 503),
 ]
 
 

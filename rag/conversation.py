@@ -7,6 +7,7 @@ the tenant that made it.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -17,10 +18,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from rag.errors import ConversationNotFound
+from rag.errors import ConversationNotFound, ConversationsUnavailable
 from rag.retrieval.followup import PriorTurn, history_from_exchanges
 from rag.service import RAGService, validate_question
 from rag.types import Answer
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -39,6 +42,11 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 CREATE INDEX IF NOT EXISTS conversations_tenant ON conversations(tenant, updated_at);
 """
+# The columns each table must have; a file whose tables lack them is refused, never altered.
+_COLUMNS = {
+    "conversations": {"id", "tenant", "created_at", "updated_at"},
+    "turns": {"conversation_id", "position", "message", "answer_json", "created_at"},
+}
 
 
 class Turn(BaseModel):
@@ -59,22 +67,78 @@ class Conversation(BaseModel):
 
 
 class ConversationStore:
-    """Conversations in one SQLite file; safe to share between threads (one short connection per call)."""
+    """Conversations in one SQLite file; safe to share between threads (one short connection per call).
+
+    A file that cannot be used (not SQLite, or tables of another shape) fails chat only: every call raises
+    ConversationsUnavailable, naming the file, and the file is left untouched. Each call looks again, so moving the
+    file aside (a new one is started) or repairing it heals the service without a restart.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._open_lock = threading.Lock()
+        self._opened = False
+        self._problem: str | None = None  # why the file cannot be used, while it cannot (logged once per reason)
+        try:
+            self._open()
+        except ConversationsUnavailable:
+            pass  # logged with the file's path; chat answers conversations_unavailable until it is fixed
+
+    def check(self) -> None:
+        """Raise ConversationsUnavailable now if the file cannot be used (before a turn is answered for nothing)."""
+        self._open()
+
+    def _open(self) -> None:
+        """Check the file's tables (creating them in a new file) before anything is written to it."""
+        if self._opened:
+            return
+        with self._open_lock:  # a second thread may repeat the check: harmless, it only reads and creates if absent
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                    _check_tables(db)
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(_SCHEMA)
+            except (sqlite3.DatabaseError, OSError, _WrongTables) as exc:
+                raise self._unusable(str(exc)) from exc
+            self._opened = True
+            if self._problem is not None:
+                log.info("conversations database %s is usable again", self.path)
+                self._problem = None
+
+    def _unusable(self, reason: str) -> ConversationsUnavailable:
+        if reason != self._problem:
+            log.error(
+                "conversations database %s cannot be used: %s; chat fails with conversations_unavailable until "
+                "the file is moved aside or repaired (other routes are not affected)",
+                self.path,
+                reason,
+            )
+            self._problem = reason
+        return ConversationsUnavailable(
+            f"chat is unavailable: the conversations database {self.path} cannot be used ({reason}); move it aside "
+            "(a new one is started on the next request) or repair it, or point RAG_CONVERSATION_DB at another file"
+        )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.execute("PRAGMA foreign_keys=ON")
-            with db:  # one transaction: committed on success, rolled back on error
-                yield db
+        self._open()
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                db.execute("PRAGMA foreign_keys=ON")
+                with db:  # one transaction: committed on success, rolled back on error
+                    yield db
+        except sqlite3.IntegrityError:
+            raise  # a bug of ours, not of the file
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "") in {"SQLITE_BUSY", "SQLITE_LOCKED"}:
+                raise ConversationsUnavailable(
+                    f"the conversations database {self.path} stayed locked by another writer: retry in a moment"
+                ) from exc
+            # The file went bad under us (replaced, truncated, a table altered): check it again on the next call.
+            self._opened = False
+            raise self._unusable(str(exc)) from exc
 
     @staticmethod
     def new_id() -> str:
@@ -177,9 +241,22 @@ class ChatService:
         self.conversations.delete(conversation_id, tenant=self.tenant)
 
     def _open(self, conversation_id: str | None) -> tuple[str, list[PriorTurn], bool]:
+        self.conversations.check()
         if conversation_id is None:
             return self.conversations.new_id(), [], True
         return conversation_id, history_of(self.get(conversation_id)), False
+
+
+class _WrongTables(Exception):
+    """The file is SQLite, but its tables are not ours (another program's file, or another version's)."""
+
+
+def _check_tables(db: sqlite3.Connection) -> None:
+    """Raise _WrongTables when a table we use exists without the columns we use; absent tables are created later."""
+    for table, wanted in _COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if have and not wanted <= have:
+            raise _WrongTables(f"its table {table!r} has the columns {sorted(have)}, not {sorted(wanted)}")
 
 
 def _not_found(conversation_id: str) -> ConversationNotFound:

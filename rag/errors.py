@@ -10,6 +10,7 @@ RAGError
  │    └── ConversationNotFound code=conversation_not_found
  ├── IndexEmpty            code=index_empty
  ├── StoreUnavailable      code=store_unavailable
+ ├── ConversationsUnavailable code=conversations_unavailable (the conversations database cannot be used)
  └── LLMUnavailable        code=llm_unavailable (never reaches a client: a generated answer falls back)
 """
 
@@ -60,6 +61,12 @@ class StoreUnavailable(RAGError):
 
 class ConversationNotFound(NotFound):
     code = "conversation_not_found"
+
+
+class ConversationsUnavailable(RAGError):
+    """The conversations database cannot be opened or used (not SQLite, tables of another shape); chat only."""
+
+    code = "conversations_unavailable"
 
 
 class LLMUnavailable(RAGError):
