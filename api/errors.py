@@ -63,6 +63,17 @@ def rate_limited(retry_after: str) -> EdgeError:
     )
 
 
+def too_many_failures(retry_after: str) -> EdgeError:
+    """Refuse every key from an address that sent too many unknown ones (429, with Retry-After in seconds)."""
+    return EdgeError(
+        429,
+        "rate_limited",
+        f"too many failed authentications (unknown API keys) from this address: check the key and retry after "
+        f"{retry_after} s",
+        {"Retry-After": retry_after},
+    )
+
+
 STATUS: list[tuple[type[RAGError], int]] = [
     (UnsupportedFile, 415),
     (InvalidInput, 422),

@@ -40,14 +40,26 @@ class Tenant:
 
 
 class KeyRing:
-    """Resolves a presented API key to its tenant; keys are kept only as SHA-256 digests."""
+    """Resolves a presented API key to its tenant (or to the operators' metrics key); keys are kept only as SHA-256
+    digests."""
 
-    def __init__(self, keys: list[ApiKey]) -> None:
+    def __init__(self, keys: list[ApiKey], *, metrics_key: bytes | None = None) -> None:
         self._keys = keys
+        self._metrics_key = metrics_key
 
     @property
     def enabled(self) -> bool:
         return bool(self._keys)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return self._metrics_key is not None
+
+    def is_metrics_key(self, presented: str) -> bool:
+        """Whether ``presented`` is the metrics key (compared in constant time)."""
+        if self._metrics_key is None:
+            return False
+        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._metrics_key)
 
     @property
     def tenants(self) -> list[str]:
@@ -69,27 +81,49 @@ def key_id(presented: str) -> str:
 
 
 class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests at once, refilled evenly over a minute (this process)."""
+    """A token bucket per key (an API key's id, or a client address): ``per_minute`` requests at once, refilled
+    evenly over a minute (this process)."""
+
+    # Buckets kept at most; past this, the full ones (keys idle for a minute) are forgotten.
+    MAX_BUCKETS = 100_000
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, last refill time)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill time)
         self._lock = threading.Lock()
 
     def acquire(self, key: str) -> float:
         """Take one token for ``key``; return 0 if allowed, else the seconds until one is available."""
         if self.per_minute <= 0:
             return 0.0
-        rate = self.per_minute / 60.0
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+            tokens = self._tokens(key, now)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
+                if len(self._buckets) > self.MAX_BUCKETS:
+                    self._forget_full(now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / rate
+            return self._until_one(tokens)
+
+    def wait(self, key: str) -> float:
+        """The seconds until ``key`` has a token (0: it has one now); takes none."""
+        if self.per_minute <= 0:
+            return 0.0
+        with self._lock:
+            tokens = self._tokens(key, time.monotonic())
+        return 0.0 if tokens >= 1.0 else self._until_one(tokens)
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (float(self.per_minute), now))
+        return min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60.0)
+
+    def _until_one(self, tokens: float) -> float:
+        return (1.0 - tokens) / (self.per_minute / 60.0)
+
+    def _forget_full(self, now: float) -> None:
+        self._buckets = {k: v for k, v in self._buckets.items() if self._tokens(k, now) < self.per_minute}
 
 
 class TenantRegistry:
@@ -104,8 +138,10 @@ class TenantRegistry:
     ) -> None:
         self.settings = settings
         self.embedder = embedder
-        self.keyring = KeyRing(settings.keys())
+        self.keyring = KeyRing(settings.keys(), metrics_key=settings.metrics_key_sha256())
         self.limiter = RateLimiter(settings.rate_limit_per_minute if self.keyring.enabled else 0)
+        # Unknown keys, counted per client address: guessing keys costs a wait, a colleague's address is unaffected.
+        self.failures = RateLimiter(settings.auth_failures_per_minute)
         self._on_answer = on_answer or []
         # One conversation database for all tenants; every row carries its tenant (the tenant's collection name).
         self.conversations = ConversationStore(settings.conversation_path)

@@ -33,6 +33,9 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 # Requests per minute per API key (a token bucket: this many at once, refilled evenly over the minute); 0 = off.
 DEFAULT_RATE_LIMIT_PER_MINUTE = 600
+# Unknown API keys per minute from one client address (a token bucket) before every key from it gets 429; 0 = off.
+DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
+MIN_KEY_CHARS = 16
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -64,8 +67,8 @@ def parse_api_keys(spec: str) -> list[ApiKey]:
             raise ValueError(f"RAG_API_KEYS entry {n} is not 'tenant:key'")
         if not TENANT_PATTERN.match(tenant):
             raise ValueError(f"RAG_API_KEYS entry {n}: tenant must be 1-32 letters, digits, '-' or '_'")
-        if len(key) < 16:
-            raise ValueError(f"RAG_API_KEYS entry {n}: a key must be at least 16 characters")
+        if len(key) < MIN_KEY_CHARS:
+            raise ValueError(f"RAG_API_KEYS entry {n}: a key must be at least {MIN_KEY_CHARS} characters")
         keys.append(ApiKey(tenant=tenant, sha256=hashlib.sha256(key.encode()).digest()))
     if len({k.sha256 for k in keys}) != len(keys):
         raise ValueError("RAG_API_KEYS lists the same key twice")
@@ -122,6 +125,16 @@ class Settings(BaseSettings):
         None, description="'tenant:key,tenant2:key2' or '@/path/to/file'; unset = no auth, loopback only."
     )
     rate_limit_per_minute: int = Field(DEFAULT_RATE_LIMIT_PER_MINUTE, ge=0, description="Per API key; 0 = off.")
+    metrics_key: SecretStr | None = Field(
+        None,
+        description="The operators' key for /metrics (whose counters name every tenant); unset: /metrics is open "
+        "without RAG_API_KEYS (loopback only) and closed with them. Tenant keys never read it.",
+    )
+    auth_failures_per_minute: int = Field(
+        DEFAULT_AUTH_FAILURES_PER_MINUTE,
+        ge=0,
+        description="Unknown keys allowed per minute from one client address, then 429 for any key from it; 0 = off.",
+    )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="Larger request bodies get 413.")
     log_format: str = Field("json", description="Server logs: json (one object per line) or text.")
 
@@ -146,7 +159,15 @@ class Settings(BaseSettings):
         # After the model is built, so a failure's message shows the masked SecretStr, never a key.
         if self.api_keys is not None and not self.api_keys.get_secret_value().strip():
             self.api_keys = None
-        self.keys()  # fail the start on a bad entry
+        keys = self.keys()  # fail the start on a bad entry
+        if self.metrics_key is not None:
+            metrics = self.metrics_key.get_secret_value().strip()
+            if not metrics:
+                self.metrics_key = None
+            elif len(metrics) < MIN_KEY_CHARS:
+                raise ValueError(f"RAG_METRICS_KEY must be at least {MIN_KEY_CHARS} characters")
+            elif hashlib.sha256(metrics.encode()).digest() in {k.sha256 for k in keys}:
+                raise ValueError("RAG_METRICS_KEY must differ from every key in RAG_API_KEYS")
         return self
 
     @field_validator("log_format")
@@ -159,6 +180,12 @@ class Settings(BaseSettings):
     def keys(self) -> list[ApiKey]:
         """The configured API keys, hashed; empty when the service runs without auth."""
         return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else []
+
+    def metrics_key_sha256(self) -> bytes | None:
+        """The SHA-256 of the metrics key, or None when none is set."""
+        if self.metrics_key is None:
+            return None
+        return hashlib.sha256(self.metrics_key.get_secret_value().strip().encode()).digest()
 
     def collection_for(self, tenant: str | None) -> str:
         """The collection of a tenant: the configured one without keys, ``<collection>-<tenant>`` with them."""

@@ -9,11 +9,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, LiveServer, make_settings
 
 KEY_A = "key-of-tenant-a-0123456789"
 KEY_B = "key-of-tenant-b-9876543210"
@@ -26,7 +27,10 @@ SECRET_B = "The globex launch code is walrus-midnight and it ships on the ninth 
 
 @pytest.fixture
 def client(tmp_path: Path, embedder) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    settings = make_settings(tmp_path / "data", api_keys=f"acme:{KEY_A},globex:{KEY_B},acme:{KEY_A2}")
+    # Failed keys are not limited here: the next test sends an unknown key to every route (the limit has its own test).
+    settings = make_settings(
+        tmp_path / "data", api_keys=f"acme:{KEY_A},globex:{KEY_B},acme:{KEY_A2}", auth_failures_per_minute=0
+    )
     with TestClient(create_app(settings, embedder=embedder)) as client:
         yield client
 
@@ -168,3 +172,80 @@ def test_bad_keys_setting_fails_the_start_without_echoing_the_key(tmp_path: Path
     result = _serve(env={"RAG_DATA_DIR": str(tmp_path), "RAG_API_KEYS": "acme:tooshort-secret"})
     assert result.returncode == 2
     assert "at least 16 characters" in result.stderr and "tooshort-secret" not in result.stderr
+
+
+METRICS_KEY = "operator-metrics-key-24680"
+M = {"Authorization": f"Bearer {METRICS_KEY}"}
+
+
+def test_metrics_need_the_metrics_key_a_tenant_key_gets_403(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path / "data", api_keys=f"acme:{KEY_A},globex:{KEY_B}", metrics_key=METRICS_KEY)
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        client.post("/documents", headers=A, json={"doc_id": "plan", "text": SECRET_A})
+        client.post("/documents", headers=B, json={"doc_id": "other", "text": SECRET_B})
+        for tenant_key in (A, B):
+            refused = client.get("/metrics", headers=tenant_key)
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["detail"]["code"] == "forbidden"
+            assert "RAG_METRICS_KEY" in refused.json()["detail"]["message"]
+            assert "acme" not in refused.text and "globex" not in refused.text
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer not-the-metrics-key-000"}).status_code == 401
+        scraped = client.get("/metrics", headers=M)
+        assert scraped.status_code == 200
+        assert 'tenant="acme"' in scraped.text and 'tenant="globex"' in scraped.text
+        # The metrics key reads /metrics and nothing else.
+        elsewhere = client.get("/documents", headers=M)
+        assert elsewhere.status_code == 403 and "only" in elsewhere.json()["detail"]["message"]
+
+
+def test_metrics_without_a_metrics_key_are_closed_to_tenant_keys(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path / "data", api_keys=f"acme:{KEY_A}")
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        refused = client.get("/metrics", headers=A)
+        assert refused.status_code == 403
+        assert "set RAG_METRICS_KEY" in refused.json()["detail"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"metrics_key": "short"}, "at least 16 characters"),
+        ({"metrics_key": KEY_A, "api_keys": f"acme:{KEY_A}"}, "differ from every key in RAG_API_KEYS"),
+    ],
+)
+def test_bad_metrics_key_fails_the_settings(tmp_path: Path, overrides: dict[str, str], fragment: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=fragment):
+        make_settings(tmp_path / "data", **overrides)
+
+
+def _from(server: LiveServer, address: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (any 127.x.y.z is this machine's loopback)."""
+    return httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def test_failed_keys_are_limited_per_address_and_other_addresses_are_unaffected(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path / "data", api_keys=f"acme:{KEY_A}", auth_failures_per_minute=5)
+    with LiveServer(create_app(settings, embedder=embedder)) as server, _from(server, "127.0.0.2") as guesser:
+        statuses = [
+            guesser.get("/documents", headers={"Authorization": f"Bearer guess-{n:020d}"}).status_code
+            for n in range(300)
+        ]
+        # Five failures at once, then one more every 12 s: at most one refill while these run.
+        assert statuses[:5] == [401] * 5 and statuses.count(401) <= 6, statuses
+        assert statuses[-1] == 429
+        limited = guesser.get("/ready", headers={"Authorization": "Bearer yet-another-guess-0000"})
+        assert limited.status_code == 429 and limited.json()["detail"]["code"] == "rate_limited"
+        assert "failed" in limited.json()["detail"]["message"]
+        assert 1 <= int(limited.headers["retry-after"]) <= 12
+        # The right key waits too from this address (else the answer would tell a right guess from a wrong one) ...
+        assert guesser.get("/documents", headers=A).status_code == 429
+        assert guesser.get("/health").status_code == 200
+        # ... and works from any other address, which keeps its own budget of failures.
+        with _from(server, "127.0.0.3") as colleague:
+            assert colleague.get("/documents", headers=A).status_code == 200
+            assert (
+                colleague.get("/documents", headers={"Authorization": "Bearer a-typo-in-the-key-00"}).status_code == 401
+            )
