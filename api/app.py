@@ -68,7 +68,9 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(
+        EdgeMiddleware, metrics=metrics, max_body=settings.max_body_bytes, allowed_origins=settings.origins()
+    )
     app.include_router(answers.router)
     app.include_router(documents.router)
     app.include_router(operations.router)

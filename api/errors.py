@@ -21,8 +21,8 @@ from rag.errors import (
 class EdgeError(Exception):
     """An error decided at the HTTP edge (auth, limits, media types), in the same body as the domain errors.
 
-    code -> status: unauthorized 401, forbidden 403, payload_too_large 413, unsupported_media_type 415,
-    rate_limited 429.
+    code -> status: unauthorized 401, forbidden 403, cross_origin 403, payload_too_large 413,
+    unsupported_media_type 415, rate_limited 429.
     """
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -41,6 +41,11 @@ def unauthorized(message: str) -> EdgeError:
 def forbidden(message: str) -> EdgeError:
     """Refuse a request that reaches for another tenant (403)."""
     return EdgeError(403, "forbidden", message)
+
+
+def cross_origin(message: str) -> EdgeError:
+    """Refuse a browser's write sent from another site's page (403); EdgeMiddleware sends it."""
+    return EdgeError(403, "cross_origin", message)
 
 
 def payload_too_large(limit: int) -> EdgeError:

@@ -1,4 +1,4 @@
-"""The edge of every request: request id, body size limit, metrics and one access-log line.
+"""The edge of every request: request id, cross-origin writes, body size limit, metrics and one access-log line.
 
 A plain ASGI middleware (not BaseHTTPMiddleware) so it sees the body before any route reads it and costs little.
 """
@@ -12,9 +12,10 @@ import time
 import uuid
 from typing import Any
 
-from api.errors import error_body, payload_too_large
+from api.errors import EdgeError, cross_origin, error_body, payload_too_large
 from api.logs import request_id_var
 from api.metrics import Metrics
+from rag.config import normalize_origin
 
 log = logging.getLogger("api.access")
 
@@ -23,14 +24,61 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 Scope = dict[str, Any]
 
+# Methods that change something: a browser may send them from another site's page (a form post needs no CORS).
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Sec-Fetch-Site values of a request that no other site's page made.
+_OWN_FETCH_SITES = frozenset({b"same-origin", b"none"})
+
+
+def cross_origin_refusal(method: str, headers: dict[bytes, bytes], allowed: frozenset[str]) -> EdgeError | None:
+    """Refuse a browser's write from another origin; None to let the request through.
+
+    A request with neither Origin nor Sec-Fetch-Site is not a browser's (curl, the openai client) and passes; the
+    service's own pages send their own origin. Sec-Fetch-Site "same-site" is refused too: another port of the same
+    host is another origin (any local dev server would otherwise count).
+    """
+    if method not in UNSAFE_METHODS:
+        return None
+    origin = headers.get(b"origin")
+    site = headers.get(b"sec-fetch-site")
+    advice = "to let pages of that origin write here, add it to RAG_ALLOWED_ORIGINS"
+    if origin is None:
+        if site is None or site in _OWN_FETCH_SITES:
+            return None
+        return cross_origin(
+            f"cross-origin write refused: the browser marked this {method} as {site.decode('latin-1')} "
+            f"(Sec-Fetch-Site) and it carries no Origin; {advice}"
+        )
+    sent = origin.decode("latin-1")
+    normalised = normalize_origin(sent)
+    if normalised is not None and (normalised in allowed or _is_own(normalised, headers.get(b"host"))):
+        return None
+    return cross_origin(
+        f"cross-origin write refused: a page at {sent[:100]} may not {method} here, only this service's own pages "
+        f"and clients that are not browsers; {advice}"
+    )
+
+
+def _is_own(origin: str, host: bytes | None) -> bool:
+    """Whether ``origin`` names the host the request was sent to (its Host header; the scheme may differ behind a
+    TLS-terminating proxy)."""
+    if host is None:
+        return False
+    own = normalize_origin(origin.split("://", 1)[0] + "://" + host.decode("latin-1"))
+    return own is not None and own.split("://", 1)[1] == origin.split("://", 1)[1]
+
 
 class EdgeMiddleware:
-    """Give each request an id (echoed in X-Request-ID), refuse bodies over ``max_body`` bytes, and measure."""
+    """Give each request an id (echoed in X-Request-ID), refuse browsers' writes from other origins (but
+    ``allowed_origins``) and bodies over ``max_body`` bytes, and measure."""
 
-    def __init__(self, app: Any, *, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self, app: Any, *, metrics: Metrics, max_body: int, allowed_origins: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.allowed_origins = allowed_origins
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -52,9 +100,13 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            body_receive = await self._bounded_body(headers, receive)
-            if body_receive is None:
-                await self._send_413(send_with_id)
+            # Before the body is read: a refused upload costs nothing.
+            refusal = cross_origin_refusal(scope.get("method", ""), headers, self.allowed_origins)
+            body_receive = None if refusal else await self._bounded_body(headers, receive)
+            if refusal is not None:
+                await self._send_error(send_with_id, refusal)
+            elif body_receive is None:
+                await self._send_error(send_with_id, payload_too_large(self.max_body))
             else:
                 await self.app(scope, body_receive, send_with_id)
         finally:
@@ -114,9 +166,8 @@ class EdgeMiddleware:
 
         return replay
 
-    async def _send_413(self, send: Any) -> None:
-        # Sent from here, not raised: the body is refused before the app (and its exception handlers) runs.
-        error = payload_too_large(self.max_body)
+    async def _send_error(self, send: Any, error: EdgeError) -> None:
+        # Sent from here, not raised: the request is refused before the app (and its exception handlers) runs.
         payload = json.dumps(error_body(error.code, error.message)).encode()
         await send(
             {

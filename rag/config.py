@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,41 @@ def parse_api_keys(spec: str) -> list[ApiKey]:
     return keys
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` in one spelling (lower case, no default port), or None if ``value`` is no web origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+
+
+def parse_origins(spec: str) -> list[str]:
+    """Parse ``https://a.example,http://b.example:8080`` into normalised origins (ValueError naming a bad one)."""
+    origins = []
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        origin = normalize_origin(item)
+        if origin is None:
+            raise ValueError(
+                f"RAG_ALLOWED_ORIGINS: {item.strip()!r} is not an origin; write scheme://host[:port], such as "
+                "https://tools.example or http://127.0.0.1:3000 (no path, no wildcard)"
+            )
+        origins.append(origin)
+    return origins
+
+
 class Settings(BaseSettings):
     """Every knob of the service; each one is an environment variable with the RAG_ prefix."""
 
@@ -137,6 +173,22 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="Larger request bodies get 413.")
     log_format: str = Field("json", description="Server logs: json (one object per line) or text.")
+    allowed_origins: str | None = Field(
+        None,
+        description="Origins (scheme://host[:port], comma-separated) of other sites whose pages may write here "
+        "(POST/PUT/PATCH/DELETE); the service's own pages and clients that are not browsers always may.",
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _allowed_origins(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return ",".join(parse_origins(value))
+
+    def origins(self) -> frozenset[str]:
+        """The allowed origins, normalised (empty: only the service's own)."""
+        return frozenset(parse_origins(self.allowed_origins or ""))
 
     @field_validator("collection")
     @classmethod
