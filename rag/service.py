@@ -231,7 +231,13 @@ class _Prepared:
 
 
 def _extractive(extract: Extract) -> Generated:
-    return Generated(answer=extract.answer, no_answer=extract.no_answer, citations=extract.citations, mode="extractive")
+    return Generated(
+        answer=extract.answer,
+        no_answer=extract.no_answer,
+        citations=extract.citations,
+        mode="extractive",
+        warnings=list(extract.warnings),
+    )
 
 
 def _replay(answer: Answer) -> Iterator[str | Answer]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from rag.answering.citations import CheckedSentence, CitationChecker, GeneratedSentence, split_sentences
 from rag.answering.extractive import REFUSAL, Extract
+from rag.answering.instructions import instruction_sentences
 from rag.answering.judge import SupportJudge
 from rag.answering.llm import Message, OpenAIChatLLM
 from rag.errors import LLMUnavailable
@@ -35,13 +36,6 @@ EXAMPLE_ANSWER = "The bridge opened to traffic in 1932 [1]."
 FENCE_OPEN = "<<<DOCUMENTS>>>"
 FENCE_CLOSE = "<<<END>>>"
 
-# Text inside a document that addresses the model rather than the reader.
-INSTRUCTION = re.compile(
-    r"\b(ignore|disregard|forget|override)\b[^.!?\n]{0,60}\b(instructions?|prompts?|rules|directions|guidelines)\b"
-    r"|\b(you are now|system prompt|new instructions?|as an ai\b)"
-    r"|\binstead[, ]+(say|reply|respond|answer|write|output|print)\b",
-    re.I,
-)
 _REFUSAL = re.compile(
     r"\b(could ?n[o']t|can ?n[o']t|cannot|unable to|do(es)? ?n[o']t|no)\b[^.]{0,50}\b(find|found|contain|answer|"
     r"information|mention|say|know|provide)",
@@ -93,16 +87,6 @@ def _user_message(question: str, texts: list[str]) -> str:
 def is_refusal(sentence: GeneratedSentence) -> bool:
     """An uncited sentence that says the passages lack the answer."""
     return not sentence.markers and bool(_REFUSAL.search(sentence.text))
-
-
-def instruction_sentences(passages: list[Passage]) -> list[tuple[int, str]]:
-    """(passage number, sentence) for every sentence of the passages that reads like an instruction to a model."""
-    found = []
-    for n, passage in enumerate(passages, start=1):
-        for start, end in sentence_spans(passage.text):
-            if INSTRUCTION.search(passage.text[start:end]):
-                found.append((n, passage.text[start:end]))
-    return found
 
 
 def _complete_prefix(buffer: str) -> int:
@@ -190,7 +174,7 @@ def _fallback(extract: Extract, warning: str, earlier: list[str]) -> Iterator[st
         no_answer=extract.no_answer,
         citations=extract.citations,
         mode="extractive",
-        warnings=[*earlier, warning],
+        warnings=[*earlier, *extract.warnings, warning],
     )
 
 
