@@ -249,3 +249,11 @@ def test_failed_keys_are_limited_per_address_and_other_addresses_are_unaffected(
             assert (
                 colleague.get("/documents", headers={"Authorization": "Bearer a-typo-in-the-key-00"}).status_code == 401
             )
+
+
+def test_metrics_key_closes_metrics_on_a_keyless_service_too(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path / "data", metrics_key=METRICS_KEY)
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=M).status_code == 200
+        assert client.get("/documents").status_code == 200, "the other routes stay keyless"
