@@ -9,7 +9,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install llm chromium run index serve test test-chroma lint bench load clean eval-seeds eval-scifact eval-squad train-answerer
+.PHONY: install llm chromium run index serve test test-chroma lint bench load clean eval-seeds eval-scifact eval-squad train-answerer train-reader
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,11 +83,19 @@ eval-squad: install
 
 # The extractive answerer's models (rag/answering/answer_weights.py) from SQuAD's tuning articles only: index the
 # SQuAD v1.1 corpus once, collect what the answerer sees for each training question, fit, choose on held-out articles.
+# The reader (rag/answering/reader_weights.npz) is fine-tuned on the train articles' candidates (about 30-40 min on 2
+# cores); train-answerer then fits how to combine it on the validation articles. Retrain the reader when the sentence
+# scorer changes (it reads the scorer's best candidates).
 ANSWERER_DATA ?= /tmp/rag-answerer
-train-answerer: install
+$(ANSWERER_DATA)/examples.pkl: | install
 	$(BIN)/python benchmarks/build_index.py $(DATASETS)/squad-v1.1-dev $(EVAL_CACHE)/squad
 	$(BIN)/python benchmarks/answerer_data.py --store $(EVAL_CACHE)/squad --out $(ANSWERER_DATA)
+
+train-answerer: install $(ANSWERER_DATA)/examples.pkl
 	$(BIN)/python benchmarks/train_answerer.py --data $(ANSWERER_DATA) --write
+
+train-reader: install $(ANSWERER_DATA)/examples.pkl
+	$(BIN)/python benchmarks/train_reader.py --data $(ANSWERER_DATA) --candidates 3 --epochs 1 --write
 
 clean:
 	rm -rf $(VENV) data

@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
         store = settings.chroma_url or str(settings.data_dir)
         for name in names:
             tenant = await run_in_threadpool(registry.get, name)
+            await run_in_threadpool(tenant.service.answerer.load)
             try:
                 await run_in_threadpool(tenant.service.retriever.lexical)
                 chunks = await run_in_threadpool(tenant.service.store.count_chunks)

@@ -45,11 +45,13 @@ def main() -> None:
     random.Random(7).shuffle(texts)
     # Disjoint question sets, so no run sees a question another run asked.
     n = args.questions
-    in_process, http = texts[:n], texts[n:]
+    in_process, with_reader, http = texts[:n], texts[n : 2 * n], texts[2 * n :]
     result = {
         "chunks": chunks,
         "cpu_features": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx"))),
         "in_process": ask_in_process(args.data_dir, in_process),
+        # The opt-in reader (RAG_READER=true), side by side in the same run.
+        "in_process_reader": ask_in_process(args.data_dir, with_reader, reader=True),
         "http": http_bench(args.data_dir, http, args.seconds, sequential=n),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- /ask -------------------------------------------------------------------------------------------------------
-def ask_in_process(data_dir: Path, questions: list[str]) -> dict[str, Any]:
-    service = build_service(Settings(data_dir=data_dir))
+def ask_in_process(data_dir: Path, questions: list[str], *, reader: bool = False) -> dict[str, Any]:
+    service = build_service(Settings(data_dir=data_dir, reader=reader))
     service.embedder.load()
+    service.answerer.load()
     service.ask(questions[0])  # warm: BM25 built, first-call costs paid
     lat, parts = [], {"embed": [], "retrieve": [], "answer": []}
     for q in questions:

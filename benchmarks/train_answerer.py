@@ -22,9 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.answerer_data import Example  # noqa: E402,F401  (unpickling needs it)
 from rag.answering.features import ANSWER_FEATURES, SENTENCE_FEATURES  # noqa: E402
+from rag.answering.scoring import READER_FEATURES, combine, read_candidates, reader_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "rag" / "answering" / "answer_weights.py"
+READER_WEIGHTS = ROOT / "rag" / "answering" / "reader_weights.npz"
 SEED = 0
 
 
@@ -88,17 +90,34 @@ def fit_scorer(examples: list[Example], *, hidden: int, epochs: int = 400, l2: f
     return {"mean": mean.tolist(), "scale": scale.tolist(), "weights": w.detach().numpy().tolist(), "bias": 0.0}
 
 
+def choose_ratio(ratios: dict[float, tuple[float, float]]) -> float:
+    """A second sentence must earn its place: walking down from the strictest ratio, stop before the first step whose
+    added sentences rescue the answer less than one time in five (containment gained / sentences added < 0.2)."""
+    keys = sorted(ratios, reverse=True)
+    ratio = keys[0]
+    for hi, lo in zip(keys[:-1], keys[1:], strict=True):
+        gain = ratios[lo][0] - ratios[hi][0]
+        cost = ratios[lo][1] - ratios[hi][1]
+        if cost <= 0 or gain / cost < 0.2:
+            break
+        ratio = lo
+    return ratio
+
+
 def logits_of(spec: dict[str, Any], features: np.ndarray) -> np.ndarray:
     from rag.answering.scoring import Layer
 
     return Layer.from_dict(spec)(features) if len(features) else np.zeros(0, dtype=np.float32)
 
 
-def containment_at(examples: list[Example], spec: dict[str, Any], ratio: float, most: int) -> tuple[float, float]:
-    """Share of answerable questions whose chosen sentences hold an answer, and mean sentences chosen."""
+def containment_at(
+    examples: list[Example], spec: dict[str, Any], ratio: float, most: int, combined: list[np.ndarray] | None = None
+) -> tuple[float, float]:
+    """Share of answerable questions whose chosen sentences hold an answer, and mean sentences chosen (``combined``:
+    each example's logits with the reader, instead of the scorer's)."""
     hits, chosen = 0.0, 0
-    for e in examples:
-        logits = logits_of(spec, e.featurized.features)
+    for k, e in enumerate(examples):
+        logits = logits_of(spec, e.featurized.features) if combined is None else combined[k]
         if not len(logits):
             continue
         p = np.exp(logits - logits.max())
@@ -180,6 +199,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/answerer-data"))
     parser.add_argument("--write", action="store_true", help="rewrite rag/answering/answer_weights.py with the fit")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "answerer.json")
+    parser.add_argument("--reader", type=Path, default=READER_WEIGHTS, help="the reader's weights (train_reader.py)")
+    parser.add_argument("--candidates", type=int, default=3, help="sentences the reader reads per question")
     args = parser.parse_args()
     with (args.data / "examples.pkl").open("rb") as f:
         examples: list[Example] = pickle.load(f)
@@ -206,16 +227,7 @@ def main() -> None:
         c2, mean_n = containment_at(val_ans, best_spec, ratio=ratio, most=2)
         ratios[ratio] = (c2, mean_n)
         print(f"ratio {ratio}: containment@<=2 {c2:.4f}, {mean_n:.2f} sentences")
-    # A second sentence must earn its place: walking down from the strictest ratio, stop before the first step whose
-    # added sentences rescue the answer less than one time in five (containment gained / sentences added < 0.2).
-    keys = sorted(ratios, reverse=True)
-    ratio = keys[0]
-    for hi, lo in zip(keys[:-1], keys[1:], strict=True):
-        gain = ratios[lo][0] - ratios[hi][0]
-        cost = ratios[lo][1] - ratios[hi][1]
-        if cost <= 0 or gain / cost < 0.2:
-            break
-        ratio = lo
+    ratio = choose_ratio(ratios)
     report["extra_sentence_ratio"] = {"chosen": ratio, "curve": {str(k): v for k, v in ratios.items()}}
 
     x_train, y_train = answer_rows(train, best_spec)
@@ -249,9 +261,123 @@ def main() -> None:
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("tradeoff")}, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
+    reader_use = None
+    if args.reader is not None and args.reader.is_file():
+        reader_use, reader_report = fit_reader_use(val, best_spec, args.reader, args.data, candidates=args.candidates)
+        report["reader"] = reader_report
+        print(json.dumps({k: v for k, v in reader_report.items() if not k.startswith("tradeoff")}, indent=1))
+        args.out.write_text(json.dumps(report, indent=1))
     if args.write:
-        write_weights(best_spec, best_conf, ratio=ratio, threshold=point["threshold"])
+        write_weights(best_spec, best_conf, ratio=ratio, threshold=point["threshold"], reader=reader_use)
         print(f"wrote {WEIGHTS}")
+
+
+def reader_logits(
+    examples: list[Example], spec: dict[str, Any], weights: Path, cache_dir: Path, *, candidates: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each example's read candidates (indices) and the reader's logits for them; cached by the weights' hash."""
+    import hashlib
+
+    from rag.answering.reader import Reader
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    cache = cache_dir / f"reader-{digest}-{candidates}-{len(examples)}.pkl"
+    if cache.is_file():
+        with cache.open("rb") as f:
+            cached: list[tuple[np.ndarray, np.ndarray]] = pickle.load(f)
+            return cached
+    reader = Reader(weights)
+    out = []
+    for e in examples:
+        logits = logits_of(spec, e.featurized.features)
+        read = read_candidates(logits, candidates) if len(logits) else np.zeros(0, dtype=np.int64)
+        out.append((read, reader.logits(e.question, [e.featurized.sentences[i].text for i in read])))
+    with cache.open("wb") as f:
+        pickle.dump(out, f)
+    return out
+
+
+def fit_reader_use(
+    val: list[Example], spec: dict[str, Any], weights: Path, cache_dir: Path, *, candidates: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """How the reader joins the scorer, fitted on the validation articles (the reader was fitted on the train ones,
+    so its logits there are in-sample).
+
+    One scalar (the reader's weight) and the extra-sentence ratio are chosen on validation containment; the
+    confidence model is fitted by leave-one-article-out over the validation articles, so every figure reported is
+    out-of-fold (from an article that neither the reader nor that fold's confidence model saw); the final model is
+    then fitted on all of them, and the operating point is the out-of-fold balanced-accuracy optimum.
+    """
+    read = reader_logits(val, spec, weights, cache_dir, candidates=candidates)
+    answerable = [i for i, e in enumerate(val) if e.kind == "answerable"]
+    base = [logits_of(spec, e.featurized.features) for e in val]
+
+    def combined_all(weight: float) -> list[np.ndarray]:
+        return [combine(b, r, said, weight) if len(b) else b for b, (r, said) in zip(base, read, strict=True)]
+
+    curve_w = {}
+    for weight in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0):
+        c = combined_all(weight)
+        curve_w[weight] = containment_at([val[i] for i in answerable], spec, 2.0, 1, [c[i] for i in answerable])[0]
+        print(f"reader weight {weight}: validation containment@1 {curve_w[weight]:.4f}")
+    weight = max(curve_w, key=lambda w: (round(curve_w[w], 3), -w))
+    combined = combined_all(weight)
+    ratios = {}
+    for ratio in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        ratios[ratio] = containment_at([val[i] for i in answerable], spec, ratio, 2, [combined[i] for i in answerable])
+    ratio = choose_ratio(ratios)
+
+    rows, labels = [], []
+    for e, b, c, (r, said) in zip(val, base, combined, read, strict=True):
+        if not len(b):
+            rows.append(np.zeros(len(ANSWER_FEATURES) + len(READER_FEATURES), dtype=np.float32))
+            labels.append(0.0)
+            continue
+        rows.append(np.concatenate([e.featurized.answer_row(b), reader_features(c, r, said)]))
+        labels.append(1.0 if e.kind == "answerable" and e.labels[int(np.argmax(c))] > 0 else 0.0)
+    x, y = np.stack(rows), np.array(labels)
+    article = np.array([e.article for e in val])
+    best: tuple[float, float, np.ndarray] | None = None
+    for c_reg in (0.01, 0.1, 1.0):
+        p = np.zeros(len(y))
+        for held in sorted(set(article)):
+            fold = fit_confidence(x[article != held], y[article != held], c_reg)
+            p[article == held] = probabilities(fold, x[article == held])
+        ece = calibration_error(p, y)
+        print(f"reader confidence C={c_reg}: out-of-fold ECE {ece:.4f}, AUC {auc(p, y):.4f}")
+        if best is None or ece < best[1]:
+            best = (c_reg, ece, p)
+    assert best is not None
+    c_reg, ece, p = best
+    unanswerable = np.array([e.kind != "answerable" for e in val])
+    curve = [refusal_at(p, unanswerable, t) for t in np.linspace(0.05, 0.95, 19)]
+    point = max(curve, key=lambda r: r["balanced_accuracy"])
+    adversarial = np.array([e.kind != "offtopic" for e in val])
+    no_adv = np.array([e.kind != "adversarial" for e in val])
+    answered_right = (p >= point["threshold"]) & (y > 0)
+    use = {
+        "candidates": candidates,
+        "weight": weight,
+        "confidence": fit_confidence(x, y, c_reg),
+        "extra_sentence_ratio": ratio,
+        "min_confidence": point["threshold"],
+    }
+    report = {
+        "weight_curve": {str(k): round(v, 4) for k, v in curve_w.items()},
+        "weight": weight,
+        "extra_sentence_ratio": {"chosen": ratio, "curve": {str(k): v for k, v in ratios.items()}},
+        "containment_1": round(curve_w[weight], 4),
+        "containment_1_without_reader": round(curve_w[0.0], 4),
+        "confidence": {"out_of_fold_ece": round(ece, 4), "out_of_fold_auc": round(auc(p, y), 4), "C": c_reg},
+        "operating_point": point,
+        "answerable_answered_and_right": round(float(answered_right[~unanswerable].mean()), 4),
+        "squad2_at_point": refusal_at(p[adversarial], unanswerable[adversarial], point["threshold"]),
+        "offtopic_at_point": refusal_at(p[no_adv], unanswerable[no_adv], point["threshold"]),
+        "tradeoff_squad2": [
+            refusal_at(p[adversarial], unanswerable[adversarial], t) for t in np.linspace(0.02, 0.98, 49)
+        ],
+    }
+    return use, report
 
 
 def plot_tradeoff(report: dict[str, Any], path: Path) -> None:
@@ -278,7 +404,14 @@ def plot_tradeoff(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_weights(sentence: dict[str, Any], confidence: dict[str, Any], *, ratio: float, threshold: float) -> None:
+def write_weights(
+    sentence: dict[str, Any],
+    confidence: dict[str, Any],
+    *,
+    ratio: float,
+    threshold: float,
+    reader: dict[str, Any] | None = None,
+) -> None:
     def rounded(spec: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps(spec), parse_float=lambda s: round(float(s), 5))
 
@@ -289,7 +422,9 @@ def write_weights(sentence: dict[str, Any], confidence: dict[str, Any], *, ratio
         f"SENTENCE_MODEL = {rounded(sentence)!r}\n"
         f"CONFIDENCE_MODEL = {rounded(confidence)!r}\n"
         f"EXTRA_SENTENCE_RATIO = {float(ratio)!r}\n"
-        f"MIN_CONFIDENCE = {float(threshold)!r}\n",
+        f"MIN_CONFIDENCE = {float(threshold)!r}\n"
+        f"READER_FEATURES = {list(READER_FEATURES)!r}\n"
+        f"READER = {None if reader is None else rounded(reader)!r}\n",
         encoding="utf-8",
     )
 

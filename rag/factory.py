@@ -13,6 +13,7 @@ from rag.answering.extractive import ExtractiveAnswerer
 from rag.answering.generated import GeneratedAnswerer
 from rag.answering.judge import SupportJudge
 from rag.answering.llm import OpenAIChatLLM
+from rag.answering.reader import default_reader
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.retrieval.hybrid import HybridRetriever
@@ -63,6 +64,7 @@ def build_service(
         embed=sentence_vectors,
         min_confidence=settings.min_confidence,
         max_sentences=settings.max_answer_sentences,
+        reader=default_reader() if settings.reader else None,
     )
     llm = build_llm(settings)
     generator = (

@@ -11,6 +11,13 @@ from typing import Any
 import numpy as np
 
 
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """The model's weights by name, from ``model.safetensors`` in ``path``."""
+    from safetensors.numpy import load_file
+
+    return dict(load_file(str(path / "model.safetensors")))
+
+
 class NumpyMiniLM:
     """MiniLM's BERT encoder in float32 NumPy: token states for ``mean_pool`` and ``pool_spans``."""
 

@@ -26,7 +26,8 @@ from rag.answering.features import (
     sentence_features,
 )
 from rag.answering.instructions import reads_like_instruction
-from rag.answering.scoring import AnswerModel
+from rag.answering.reader import Reader
+from rag.answering.scoring import AnswerModel, combine, read_candidates, reader_features
 from rag.text import escape_brackets, sentence_spans
 from rag.types import Citation, Passage
 
@@ -93,12 +94,21 @@ class ExtractiveAnswerer:
         max_sentences: int = MAX_SENTENCES,
         passages_considered: int = PASSAGES_CONSIDERED,
         model: AnswerModel | None = None,
+        reader: Reader | None = None,
     ) -> None:
         self._embed = embed
         self.model = model or AnswerModel.default()
-        self.min_confidence = self.model.min_confidence if min_confidence is None else min_confidence
+        # The reader runs only with the fit that says how to use it (weights written together).
+        self.reader = reader if self.model.reader is not None else None
+        point = self.model.reader.min_confidence if self.reader and self.model.reader else self.model.min_confidence
+        self.min_confidence = point if min_confidence is None else min_confidence
         self.max_sentences = max_sentences
         self.passages_considered = passages_considered
+
+    def load(self) -> None:
+        """Load the reader now (idempotent), so the first question does not pay for it."""
+        if self.reader is not None:
+            self.reader.load()
 
     def featurize(
         self, question: str, passages: list[Passage], question_embedding: np.ndarray, *, idf: Callable[[str], float]
@@ -153,10 +163,23 @@ class ExtractiveAnswerer:
         if not found.sentences:
             return Extract(answer=REFUSAL, no_answer=True, citations=[], confidence=0.0)
         logits = self.model.sentence_logits(found.features)
-        confidence = self.model.confidence(found.answer_row(logits))
+        row = found.answer_row(logits)
+        ratio = self.model.extra_sentence_ratio
+        use = self.model.reader
+        if self.reader is not None and use is not None:
+            # The reader reads the scorer's best few against the question; the answer is chosen among them.
+            read = read_candidates(logits, use.candidates)
+            said = self.reader.logits(question, [found.sentences[i].text for i in read])
+            logits = combine(logits, read, said, use.weight)
+            confidence = self.model.confidence(
+                np.concatenate([row, reader_features(logits, read, said)]), use.confidence
+            )
+            ratio = use.extra_sentence_ratio
+        else:
+            confidence = self.model.confidence(row)
         if confidence < self.min_confidence:
             return Extract(answer=REFUSAL, no_answer=True, citations=[], confidence=round(confidence, 4))
-        chosen = self._choose(found, logits)
+        chosen = self._choose(found, logits, ratio)
         citations = []
         parts = []
         for n, sentence in enumerate(chosen, start=1):
@@ -188,7 +211,7 @@ class ExtractiveAnswerer:
             warnings=warnings,
         )
 
-    def _choose(self, found: Featurized, logits: np.ndarray) -> list[ScoredSentence]:
+    def _choose(self, found: Featurized, logits: np.ndarray, ratio: float) -> list[ScoredSentence]:
         """The best sentence, the next ones that score close to it, a reason for a "why", and a pronoun's antecedent,
         in reading order."""
         sentences = found.sentences
@@ -199,7 +222,7 @@ class ExtractiveAnswerer:
         best = scored[0]
         chosen = [best]
         for sentence in scored[1:]:
-            if len(chosen) >= self.max_sentences or sentence.score < best.score * self.model.extra_sentence_ratio:
+            if len(chosen) >= self.max_sentences or sentence.score < best.score * ratio:
                 break
             chosen.append(sentence)
         has_cue = found.features[:, SENTENCE_FEATURES.index("cue")] > 0

@@ -49,11 +49,69 @@ class Layer:
         return np.asarray(np.tanh(h) @ self.out_weights + self.out_bias, dtype=np.float32)
 
 
+READER_FEATURES = ("reader_chosen", "reader_max", "reader_margin", "reader_first")
+# Candidates the reader did not read fall this far below the read ones: the answer is chosen among the read.
+UNREAD_PENALTY = 50.0
+
+
+@dataclass(frozen=True)
+class ReaderUse:
+    """How the reader's logits join the sentence scorer's (fitted with them by benchmarks/train_answerer.py)."""
+
+    candidates: int  # the scorer's best few sentences that the reader reads
+    weight: float  # combined logit = scorer logit + weight * reader logit
+    confidence: Layer  # over ANSWER_FEATURES + READER_FEATURES
+    extra_sentence_ratio: float
+    min_confidence: float
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> ReaderUse:
+        return cls(
+            candidates=int(spec["candidates"]),
+            weight=float(spec["weight"]),
+            confidence=Layer.from_dict(spec["confidence"]),
+            extra_sentence_ratio=float(spec["extra_sentence_ratio"]),
+            min_confidence=float(spec["min_confidence"]),
+        )
+
+
+def read_candidates(logits: np.ndarray, candidates: int) -> np.ndarray:
+    """Indices of the sentences the reader reads: the scorer's best ``candidates``, best first."""
+    return np.argsort(-logits, kind="stable")[:candidates]
+
+
+def combine(logits: np.ndarray, read: np.ndarray, reader_logits: np.ndarray, weight: float) -> np.ndarray:
+    """Combined logits: the read sentences get ``weight`` x the reader's logit; the unread drop below them."""
+    out = logits - UNREAD_PENALTY
+    out[read] = logits[read] + weight * reader_logits
+    return np.asarray(out, dtype=np.float32)
+
+
+def reader_features(combined: np.ndarray, read: np.ndarray, reader_logits: np.ndarray) -> np.ndarray:
+    """READER_FEATURES: the reader's logit for the chosen sentence, its best, its margin, and for the scorer's best."""
+    row = np.zeros(len(READER_FEATURES), dtype=np.float32)
+    if not len(read):
+        return row
+    chosen = int(np.argmax(combined[read]))
+    ranked = np.sort(reader_logits)[::-1]
+    row[0] = reader_logits[chosen]
+    row[1] = ranked[0]
+    row[2] = ranked[0] - ranked[1] if len(ranked) > 1 else 5.0
+    row[3] = reader_logits[0]
+    return row
+
+
 class AnswerModel:
     """Scores candidate sentences (logits) and turns an answer's evidence into a probability of being right."""
 
     def __init__(
-        self, *, sentence: Layer, confidence: Layer, extra_sentence_ratio: float, min_confidence: float
+        self,
+        *,
+        sentence: Layer,
+        confidence: Layer,
+        extra_sentence_ratio: float,
+        min_confidence: float,
+        reader: ReaderUse | None = None,
     ) -> None:
         self.sentence = sentence
         self.confidence_layer = confidence
@@ -61,6 +119,7 @@ class AnswerModel:
         # The operating point chosen with the fit (balanced accuracy on held-out articles); RAG_MIN_CONFIDENCE
         # overrides it.
         self.min_confidence = min_confidence
+        self.reader = reader  # how to use the reader, when it runs
 
     @classmethod
     def default(cls) -> AnswerModel:
@@ -75,6 +134,7 @@ class AnswerModel:
             confidence=Layer.from_dict(answer_weights.CONFIDENCE_MODEL),
             extra_sentence_ratio=answer_weights.EXTRA_SENTENCE_RATIO,
             min_confidence=answer_weights.MIN_CONFIDENCE,
+            reader=ReaderUse.from_dict(answer_weights.READER) if getattr(answer_weights, "READER", None) else None,
         )
 
     def sentence_logits(self, features: np.ndarray) -> np.ndarray:
@@ -83,7 +143,7 @@ class AnswerModel:
             return np.zeros(0, dtype=np.float32)
         return self.sentence(features)
 
-    def confidence(self, features: np.ndarray) -> float:
-        """P(the answer is right) from one row of ANSWER_FEATURES."""
-        logit = float(self.confidence_layer(features[None, :])[0])
+    def confidence(self, features: np.ndarray, layer: Layer | None = None) -> float:
+        """P(the answer is right) from one row of ANSWER_FEATURES (+ READER_FEATURES with the reader's ``layer``)."""
+        logit = float((layer or self.confidence_layer)(features[None, :])[0])
         return float(1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))))
