@@ -230,6 +230,7 @@ class _Prepared:
             # The fitted estimate speaks for the extractive answer only; a model's own text is judged sentence by
             # sentence instead (sentences, supported_share).
             confidence=self.extract.confidence if result.mode == "extractive" else None,
+            usage=result.usage,
             timings_ms=self.timings,
         )
 

@@ -177,6 +177,14 @@ class SentenceVerdict(BaseModel):
     )
 
 
+class TokenUsage(BaseModel):
+    """Tokens a language model server counted for one answer, as OpenAI's ``usage`` reports them."""
+
+    prompt_tokens: int = Field(description="Tokens of the prompt.")
+    completion_tokens: int = Field(description="Tokens of the reply.")
+    total_tokens: int = Field(description="Their sum.")
+
+
 class Answer(BaseModel):
     """The one answer type every interface returns."""
 
@@ -202,5 +210,10 @@ class Answer(BaseModel):
         None,
         description="Estimated probability (0..1) that the answer is right, fitted on data and calibrated; an answer "
         "below the operating point RAG_MIN_CONFIDENCE is a refusal. Null where no estimate was made.",
+    )
+    usage: TokenUsage | None = Field(
+        None,
+        description="Generated answers: the model server's token counts, as it reported them; null otherwise (and "
+        "when the server reported none).",
     )
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage.")
