@@ -162,3 +162,16 @@ def test_document_from_pages_skips_empty_pages_without_giving_them_text() -> Non
     # Pages 1 and 3 hold nothing: each begins where the next page with text does (5 ends the document).
     assert document.page_starts == (0, 0, 6, 6, 16)
     assert [_page_of(list(document.page_starts), o) for o in (0, 3, 4, 5, 6, 15)] == [2, 2, 2, 2, 4, 4]
+
+
+def test_cli_indexes_a_pdf_folder_and_names_the_cited_page(tmp_path: Path) -> None:
+    from tests.index.test_pipeline import _rag
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "atlas.pdf").write_bytes(pdf_bytes(PAGES))
+    indexed = _rag("index", str(folder), data_dir=tmp_path / "data")
+    assert indexed.returncode == 0, indexed.stderr
+    asked = _rag("ask", "When was the Kariba dam on the Zambezi completed?", data_dir=tmp_path / "data")
+    assert asked.returncode == 0, asked.stderr
+    assert re.search(r"\[1\] \S*atlas\.pdf \(page 3, chars \d+-\d+\)", asked.stdout), asked.stdout
