@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from rag.factory import open_store
+from rag.text import sentence_spans
 from rag.types import Document
 from tests.conftest import make_settings
 
@@ -100,6 +101,9 @@ def test_pdf_document_exposes_each_page_range_and_keeps_page_breaks(client: Test
     assert not _glued(text), "a page's last word ran into the next page's first"
     # The break between pages is a blank line: a sentence (and a word) ends there.
     assert "thermo-\n\ndynamic" in text and "vault\n\nBeryllium" in text
+    ranges = [(p["start"], p["end"]) for p in document["pages"]]
+    for start, end in sentence_spans(text):
+        assert any(lo <= start and end <= hi for lo, hi in ranges), f"sentence across pages: {text[start:end]!r}"
 
 
 @pytest.mark.parametrize(
