@@ -56,10 +56,23 @@ class DocumentSummary(BaseModel):
     title: str = ""
 
 
+class DocumentPage(BaseModel):
+    """Where one page of a PDF lies in the document's text."""
+
+    page: int = Field(description="1-based page number.")
+    start: int = Field(description="Offset of the page's first character in `text`.")
+    end: int = Field(description="End offset (exclusive): text[start:end] is the page (empty for a page without text).")
+
+
 class DocumentResponse(DocumentSummary):
     """An indexed document with its full normalised text: citation offsets index into `text`."""
 
     text: str
+    pages: list[DocumentPage] = Field(
+        default_factory=list,
+        description="PDFs: each page's range in `text` (pages are joined by a blank line); empty for other types "
+        "and for PDFs indexed before pages were kept.",
+    )
 
 
 class DocumentListResponse(BaseModel):

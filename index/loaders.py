@@ -1,4 +1,5 @@
-"""Load .txt, .md, .html and .pdf files into Documents (their text normalised once, by Document.from_text)."""
+"""Load .txt, .md, .html and .pdf files into Documents (their text normalised once, by Document.from_text
+or, page by page, Document.from_pages)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ def load_document(path: Path, *, doc_id: str, source: str, root: str = "") -> Do
     except OSError as exc:
         raise LoadError(f"{path}: unreadable ({exc.strerror or exc})") from exc
     if suffix == ".pdf":
-        raw, title = _pdf_text(path, data)
+        pages, title = _pdf_pages(path, data)
+        document = Document.from_pages(doc_id=doc_id, source=source, pages=pages, title=title, root=root)
     else:
         raw = _decode(path, data)
         title = ""
         if suffix in {".html", ".htm"}:
             raw, title = _html_text(raw)
-    document = Document.from_text(doc_id=doc_id, source=source, text=raw, title=title, root=root)
+        document = Document.from_text(doc_id=doc_id, source=source, text=raw, title=title, root=root)
     if not document.text:
         raise LoadError(f"{path}: no text found")
     return document
@@ -71,7 +73,8 @@ def _html_text(html: str) -> tuple[str, str]:
     return soup.get_text("\n"), title
 
 
-def _pdf_text(path: Path, data: bytes) -> tuple[str, str]:
+def _pdf_pages(path: Path, data: bytes) -> tuple[list[str], str]:
+    """Each page's text (Document.from_pages joins them and keeps where each begins) and the title."""
     import io
 
     from pypdf import PdfReader
@@ -86,4 +89,4 @@ def _pdf_text(path: Path, data: bytes) -> tuple[str, str]:
         raise LoadError(f"{path}: not a readable PDF ({exc})") from exc
     if not any(p.strip() for p in pages):
         raise LoadError(f"{path}: PDF has no extractable text (scanned?)")
-    return "\n\n".join(pages), title
+    return pages, title

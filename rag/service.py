@@ -7,7 +7,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from rag.retrieval.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
 from rag.retrieval.hybrid import HybridRetriever
 from rag.store import ChromaStore
 from rag.text import text_deltas
-from rag.types import Answer, DocumentInfo, Passage
+from rag.types import Answer, Citation, DocumentInfo, Passage, page_of
 
 # 20k sentences x 384 float32 = 30 MB.
 SENTENCE_CACHE_ITEMS = 20_000
@@ -136,6 +137,7 @@ class RAGService:
             extract=extract,
             timings=timings,
             t0=t0,
+            pages=lexical.snapshot.doc_pages,
         )
 
     def _observed(self, answer: Answer) -> Answer:
@@ -209,6 +211,8 @@ class _Prepared:
     extract: Extract
     timings: dict[str, float]
     t0: float
+    # Where each page begins, for the documents with pages (the store's records, read with the BM25 snapshot).
+    pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def answer(self, result: Generated) -> Answer:
         self.timings["total"] = _ms(time.perf_counter() - self.t0)
@@ -217,8 +221,8 @@ class _Prepared:
             query=self.query,
             answer=result.answer,
             no_answer=result.no_answer,
-            citations=result.citations,
-            passages=self.passages,
+            citations=[_paged(c, self.pages) for c in result.citations],
+            passages=[_paged(p, self.pages) for p in self.passages],
             mode=result.mode,
             warnings=result.warnings,
             sentences=result.sentences,
@@ -226,8 +230,18 @@ class _Prepared:
             # The fitted estimate speaks for the extractive answer only; a model's own text is judged sentence by
             # sentence instead (sentences, supported_share).
             confidence=self.extract.confidence if result.mode == "extractive" else None,
+            usage=result.usage,
             timings_ms=self.timings,
         )
+
+
+_Located = TypeVar("_Located", Citation, Passage)
+
+
+def _paged(item: _Located, pages: dict[str, tuple[int, ...]]) -> _Located:
+    """The citation or passage with the page its start falls on, when its document has pages."""
+    page = page_of(pages.get(item.doc_id, ()), item.start)
+    return item if page is None else item.model_copy(update={"page": page})
 
 
 def _extractive(extract: Extract) -> Generated:

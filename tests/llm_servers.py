@@ -84,8 +84,11 @@ class SilentServer:
 class ScriptedServer:
     """An OpenAI-compatible chat endpoint that always replies ``reply`` (streamed word by word when asked)."""
 
-    def __init__(self, reply: str) -> None:
+    def __init__(self, reply: str, usage: dict[str, int] | None = None) -> None:
         self.reply = reply
+        # Token counts to report, as OpenAI does: on the reply, and on a last chunk with no choices when a stream
+        # asks for them (stream_options.include_usage).
+        self.usage = usage
         self.requests: list[dict[str, object]] = []
         server = self
 
@@ -99,9 +102,15 @@ class ScriptedServer:
                     self.end_headers()
                     for piece in server.reply.split(" "):
                         self.wfile.write(_sse(_chunk(piece + " ")).encode())
+                    options = body.get("stream_options") or {}
+                    if server.usage and isinstance(options, dict) and options.get("include_usage"):
+                        self.wfile.write(_sse({**_chunk(""), "choices": [], "usage": server.usage}).encode())
                     self.wfile.write(b"data: [DONE]\n\n")
                     return
-                payload = json.dumps(_completion(server.reply)).encode()
+                reply = _completion(server.reply)
+                if server.usage:
+                    reply["usage"] = server.usage
+                payload = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))

@@ -19,6 +19,7 @@ from api.errors import unsupported_media_type
 from api.schemas import (
     MAX_DOC_ID_CHARS,
     DocumentListResponse,
+    DocumentPage,
     DocumentRequest,
     DocumentResponse,
     DocumentSummary,
@@ -26,7 +27,7 @@ from api.schemas import (
 )
 from index.loaders import SUPPORTED, LoadError, document_from_bytes
 from rag.errors import InvalidInput
-from rag.types import Document
+from rag.types import Document, page_ranges
 
 router = APIRouter(tags=["documents"])
 
@@ -162,6 +163,10 @@ async def get_document(doc_id: str, service: ServiceDep) -> DocumentResponse:
         content_hash=info.content_hash,
         title=info.title,
         text=info.text or "",
+        pages=[
+            DocumentPage(page=page, start=start, end=end)
+            for page, start, end in page_ranges(info.text or "", info.page_starts)
+        ],
     )
 
 
