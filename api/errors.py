@@ -6,8 +6,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from rag.errors import IndexEmpty, InvalidInput, NotFound, RAGError, StoreUnavailable, UnsupportedFile
+
+# What a JSON body nested past the decoder's depth gets (the decoder's recursion limit, about a thousand levels).
+NESTED_TOO_DEEP = "the body's JSON is nested too deeply to read (about a thousand levels or more): send a flat object"
+# nginx's code for "the client closed the request": logged and counted, never received by anyone.
+CLIENT_GONE = 499
 
 
 class EdgeError(Exception):
@@ -99,8 +105,23 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "the server failed on this request; it has been logged"), status_code=500
         )
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up before its body arrived: nothing was done and nobody will read this answer.
+        return JSONResponse(error_body("client_closed_request", "the client went away"), status_code=CLIENT_GONE)
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "There was an error parsing the body" (its JSON decoder's own failures) says what instead.
+            cause = exc.__cause__
+            if isinstance(cause, ClientDisconnect):
+                return await _client_gone(request, cause)
+            if isinstance(cause, RecursionError):
+                return JSONResponse(error_body("invalid_request", NESTED_TOO_DEEP), status_code=422)
+            if isinstance(cause, UnicodeDecodeError):
+                message = f"the body is not valid UTF-8 (byte {cause.start}): send JSON encoded as UTF-8"
+                return JSONResponse(error_body("invalid_request", message), status_code=422)
         code = {
             400: "bad_request",
             401: "unauthorized",
@@ -121,7 +142,9 @@ def _describe(exc: RequestValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         msg = err.get("msg", "invalid")
-        if err.get("type") == "json_invalid":
+        if err.get("type") == "lone_surrogate":
+            parts.append(msg)  # it names its own place, e.g. "messages.0.content: ..."
+        elif err.get("type") == "json_invalid":
             parts.append('the body is not valid JSON: send a JSON object such as {"question": "..."}')
         elif err.get("type") == "missing":
             parts.append(f"{loc}: field required")

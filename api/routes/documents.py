@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import ERRORS, ServiceDep, TenantDep
-from api.errors import unsupported_media_type
+from api.errors import NESTED_TOO_DEEP, unsupported_media_type
 from api.schemas import (
     MAX_DOC_ID_CHARS,
     DocumentListResponse,
@@ -44,7 +44,9 @@ _ADD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentRequest"}},
+            # Inlined: no route declares DocumentRequest as its body, so it is not among the schema's components
+            # (a $ref to it dangled, and schemathesis skipped JSON uploads).
+            "application/json": {"schema": DocumentRequest.model_json_schema()},
             "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
         },
     }
@@ -91,10 +93,15 @@ async def _document_from_json(request: Request) -> Document:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput('the body is not valid JSON: send {"text": "...", "doc_id"?: "..."}') from exc
+    except RecursionError as exc:
+        raise InvalidInput(NESTED_TOO_DEEP) from exc
     try:
         req = DocumentRequest.model_validate(payload)
     except ValidationError as exc:
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)]
+        parts = [
+            e["msg"] if e["type"] == "lone_surrogate" else f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        ]
         raise InvalidInput("; ".join(parts)) from exc
     document = Document.from_text(doc_id="", source="", text=req.text, title=req.title)
     if not document.text:

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.deps import ERRORS, ServiceDep
+from api.schemas import RequestBody
 from rag.config import MAX_EVAL_ITEMS, MAX_TOP_K
 from rag.evaluation.references import InvalidReferences, ReferenceItem
 from rag.service import RAGService
@@ -27,7 +28,7 @@ class EvalItem(BaseModel):
     unanswerable: bool = Field(False, description="True when the index should not answer it (a refusal is right).")
 
 
-class EvalRequest(BaseModel):
+class EvalRequest(RequestBody):
     """A small inline reference set; larger sets belong to `rag eval`."""
 
     items: list[EvalItem] = Field(min_length=1, description=f"1 to {MAX_EVAL_ITEMS} reference questions.")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from api.deps import ERRORS, ServiceDep
 from api.errors import error_body
 from api.routes.chat import SSE_HEADERS
+from api.schemas import RequestBody
 from rag.config import MAX_TOP_K
 from rag.errors import InvalidMessage, RAGError
 from rag.retrieval.followup import PriorTurn, history_from_exchanges
@@ -57,7 +58,7 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestBody):
     """OpenAI's chat-completions request; sampling parameters (temperature, max_tokens...) are accepted and ignored."""
 
     model: str = Field(MODEL_ID, description=f"Any name; the service answers as {MODEL_ID!r}.")
