@@ -8,7 +8,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from rag.errors import IndexEmpty, InvalidInput, NotFound, RAGError, StoreUnavailable, UnsupportedFile
+from rag.errors import (
+    DocumentTooLarge,
+    IndexEmpty,
+    InvalidInput,
+    NotFound,
+    RAGError,
+    StoreUnavailable,
+    UnsupportedFile,
+)
 
 # What a JSON body nested past the decoder's depth gets (the decoder's recursion limit, about a thousand levels).
 NESTED_TOO_DEEP = "the body's JSON is nested too deeply to read (about a thousand levels or more): send a flat object"
@@ -20,7 +28,7 @@ class EdgeError(Exception):
     """An error decided at the HTTP edge (auth, limits, media types), in the same body as the domain errors.
 
     code -> status: unauthorized 401, forbidden 403, payload_too_large 413, unsupported_media_type 415,
-    rate_limited 429.
+    rate_limited 429. (Domain errors map through STATUS below: document_too_large is 413 as well.)
     """
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -63,6 +71,7 @@ def rate_limited(retry_after: str) -> EdgeError:
 
 STATUS: list[tuple[type[RAGError], int]] = [
     (UnsupportedFile, 415),
+    (DocumentTooLarge, 413),
     (InvalidInput, 422),
     (NotFound, 404),
     (IndexEmpty, 503),

@@ -24,7 +24,7 @@ from api.schemas import (
     DocumentSummary,
     IngestResponse,
 )
-from index.loaders import SUPPORTED, LoadError, document_from_bytes
+from index.loaders import SUPPORTED, LoadError, check_size, document_from_bytes
 from rag.errors import InvalidInput
 from rag.types import Document
 
@@ -61,16 +61,24 @@ _ADD_BODY: dict[str, Any] = {
         200: {"model": IngestResponse, "description": "Updated, or unchanged (the same content was there)"},
         415: {"model": ERRORS[422]["model"], "description": "Not JSON or multipart, or an unsupported file type"},
         **ERRORS,
+        413: {
+            "model": ERRORS[413]["model"],
+            "description": "Body over RAG_MAX_BODY_BYTES (payload_too_large), or a document over "
+            "RAG_MAX_DOCUMENT_CHARS or RAG_MAX_CHUNKS_PER_DOCUMENT (document_too_large)",
+        },
     },
     openapi_extra=_ADD_BODY,
 )
 async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     """Add or replace a document from JSON text or an uploaded file; the same content again changes nothing."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Uploads are bounded by the caps, not by the client: once read, a document within them is stored even if its
+    # client has gone (a write that must complete), and one over them costs a few seconds at most.
+    max_chars = tenant.indexer.max_document_chars
     if content_type == "application/json":
-        document = await _document_from_json(request)
+        document = await _document_from_json(request, max_chars=max_chars)
     elif content_type == "multipart/form-data":
-        document = await _document_from_upload(request)
+        document = await _document_from_upload(request, max_chars=max_chars)
     else:
         raise unsupported_media_type("send application/json {\"text\": ...} or multipart/form-data with a 'file' part")
     result = await run_in_threadpool(tenant.indexer.ingest, document)
@@ -87,7 +95,7 @@ async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=201 if result.status == "added" else 200)
 
 
-async def _document_from_json(request: Request) -> Document:
+async def _document_from_json(request: Request, *, max_chars: int | None) -> Document:
     raw = await request.body()
     try:
         payload = json.loads(raw)
@@ -103,7 +111,9 @@ async def _document_from_json(request: Request) -> Document:
             for e in exc.errors(include_url=False)
         ]
         raise InvalidInput("; ".join(parts)) from exc
-    document = Document.from_text(doc_id="", source="", text=req.text, title=req.title)
+    document = check_size(
+        Document.from_text(doc_id="", source="", text=req.text, title=req.title), name="text", max_chars=max_chars
+    )
     if not document.text:
         raise InvalidInput("text: the document has no text once whitespace is normalised")
     # Without a doc_id or source, the id is derived from the content (the same text gets the same id).
@@ -111,7 +121,7 @@ async def _document_from_json(request: Request) -> Document:
     return dataclasses.replace(document, doc_id=doc_id, source=req.source or doc_id)
 
 
-async def _document_from_upload(request: Request) -> Document:
+async def _document_from_upload(request: Request, *, max_chars: int | None) -> Document:
     form = await request.form(max_files=1, max_fields=4)
     try:
         upload = form.get("file")
@@ -130,7 +140,7 @@ async def _document_from_upload(request: Request) -> Document:
     doc_id = _check_doc_id(fields.get("doc_id") or name)
     try:
         return await run_in_threadpool(
-            document_from_bytes, name, data, doc_id=doc_id, source=fields.get("source") or name
+            document_from_bytes, name, data, doc_id=doc_id, source=fields.get("source") or name, max_chars=max_chars
         )
     except LoadError as exc:
         raise InvalidInput(str(exc)) from exc

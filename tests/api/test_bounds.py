@@ -1,5 +1,5 @@
-"""Against a real `rag serve` process: a refused request leaves its keep-alive connection usable, and a client gone
-mid-body is not a server error."""
+"""Bounded work per request, against a real `rag serve` process: documents past the caps are refused within seconds
+(413, saying which limit and how to raise it), and a refused request leaves its keep-alive connection usable."""
 
 from __future__ import annotations
 
@@ -7,12 +7,20 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.conftest import CHROMA_URL
+from api.app import create_app
+from tests.conftest import CHROMA_URL, make_settings
+from tests.index.test_loaders import pdf_bomb
 from tests.processes import RagServe
+
+# The client gives up well after a bounded request ends, and long before an unbounded one would.
+CLIENT_TIMEOUT_S = 20
+FAST_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +31,61 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RagServe]:
         env |= {"RAG_CHROMA_URL": CHROMA_URL, "RAG_COLLECTION": f"bounds{os.getpid()}{time.time_ns() % 10**8}"}
     with RagServe(env, base / "serve.log") as server:
         yield server
+
+
+def _too_large(response: httpx.Response, setting: str, limit: str) -> None:
+    assert response.status_code == 413, response.text[:500]
+    detail = response.json()["detail"]
+    assert detail["code"] == "document_too_large", detail
+    assert setting in detail["message"] and limit in detail["message"], detail
+
+
+def test_json_document_of_9_mb_is_refused_at_once(server: RagServe) -> None:
+    text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 160_000  # 9.1 MB
+    started = time.perf_counter()
+    response = httpx.post(f"{server.url}/documents", json={"doc_id": "huge", "text": text}, timeout=CLIENT_TIMEOUT_S)
+    elapsed = time.perf_counter() - started
+    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", "1,000,000")
+    assert "9,119,999 characters" in response.json()["detail"]["message"]
+    assert elapsed < FAST_S, elapsed
+    assert httpx.get(f"{server.url}/documents/huge").status_code == 404
+
+
+def test_pdf_that_expands_to_40m_characters_is_refused_at_once(server: RagServe) -> None:
+    data = pdf_bomb()
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{server.url}/documents", files={"file": ("bomb.pdf", data, "application/pdf")}, timeout=CLIENT_TIMEOUT_S
+    )
+    elapsed = time.perf_counter() - started
+    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", "1,000,000")
+    assert elapsed < FAST_S, elapsed
+
+
+def test_html_of_200k_nested_divs_is_read_at_once(server: RagServe) -> None:
+    wide = ("<div>lorem ipsum " * 200_000).encode()  # every div left open; 2.4 million characters of text
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{server.url}/documents", files={"file": ("wide.html", wide, "text/html")}, timeout=CLIENT_TIMEOUT_S
+    )
+    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", "1,000,000")
+    assert time.perf_counter() - started < FAST_S
+    deep = ("<html><body>" + "<div>" * 200_000 + "Deep divs hold one sentence." + "</div>" * 200_000).encode()
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{server.url}/documents", files={"file": ("deep.html", deep, "text/html")}, timeout=CLIENT_TIMEOUT_S
+    )
+    assert response.status_code == 201, response.text
+    assert time.perf_counter() - started < FAST_S
+    assert httpx.get(f"{server.url}/documents/deep.html").json()["text"] == "Deep divs hold one sentence."
+
+
+def test_malformed_html_is_a_4xx_not_a_500(server: RagServe) -> None:
+    response = httpx.post(
+        f"{server.url}/documents", files={"file": ("marked.html", b"<![" * 1000, "text/html")}, timeout=10
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]["code"] == "invalid_input"
 
 
 BAD_REQUESTS = [
@@ -73,3 +136,14 @@ def test_client_gone_mid_body_stores_nothing_and_logs_no_traceback(server: RagSe
     assert "POST /documents 499" in log, log[-3000:]
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
     assert httpx.get(f"{server.url}/documents/half").status_code == 404
+
+
+def test_document_over_the_chunk_cap_is_refused_before_embedding(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path / "data", chunk_tokens=32, chunk_overlap=0, max_chunks_per_document=5)
+    text = " ".join(f"Sentence number {n} says something about reactors and salt." for n in range(40))
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        response = client.post("/documents", json={"doc_id": "many", "text": text})
+        _too_large(response, "RAG_MAX_CHUNKS_PER_DOCUMENT", "limit of 5 per document")
+        assert client.get("/documents/many").status_code == 404
+        small = client.post("/documents", json={"doc_id": "few", "text": "Reactors run on salt."})
+        assert small.status_code == 201 and small.json()["chunks"] == 1
