@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from api.disconnects import ClientGone
 from rag.errors import (
     DocumentTooLarge,
     IndexEmpty,
@@ -114,10 +115,13 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "the server failed on this request; it has been logged"), status_code=500
         )
 
-    @app.exception_handler(ClientDisconnect)
-    async def _client_gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
-        # The client hung up before its body arrived: nothing was done and nobody will read this answer.
+    async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
+        # The client hung up before its body arrived (nothing was done), or before its answer was ready (the work
+        # stopped): nobody will read this.
         return JSONResponse(error_body("client_closed_request", "the client went away"), status_code=CLIENT_GONE)
+
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(ClientGone, _client_gone)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
