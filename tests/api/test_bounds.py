@@ -19,9 +19,10 @@ from tests.index.test_loaders import pdf_bomb
 from tests.llm_servers import ScriptedServer
 from tests.processes import RagServe
 
-# The client gives up well after a bounded request ends, and long before an unbounded one would.
+# A bounded request ends in about 1 s on an idle 2-core machine (FAST_S leaves room for one shared with other test
+# runs); unbounded, these took minutes, and the client gives up at CLIENT_TIMEOUT_S.
 CLIENT_TIMEOUT_S = 20
-FAST_S = 5
+FAST_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -153,16 +154,13 @@ def test_document_over_the_chunk_cap_is_refused_before_embedding(tmp_path: Path,
 ALPHA = "Alpha reactors run on molten salt. They were first tested in 1965 at Oak Ridge."
 
 
-@pytest.mark.parametrize(
-    ("path", "body"),
-    [
-        ("/ask", {"question": "When were alpha reactors first tested?"}),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "When were alpha reactors first tested?"}]}),
-    ],
-)
-def test_answer_whose_client_left_stops_the_model(tmp_path: Path, path: str, body: dict) -> None:  # type: ignore[type-arg]
+ASKED = "When were alpha reactors first tested?"
+
+
+def test_answer_whose_client_left_stops_the_model(tmp_path: Path) -> None:
     # A model that writes a word every 0.25 s (15 s in all); the client gives up after 1.5 s. The service stops
-    # reading the model within a word or two of that, instead of paying for the whole answer nobody will get.
+    # reading the model within a word or two of that (well under 5 s even on a busy machine), instead of paying for
+    # the whole answer nobody will get.
     with ScriptedServer(" ".join(["reactors"] * 60), delay_s=0.25) as model:
         env = {
             "RAG_DATA_DIR": str(tmp_path / "data"),
@@ -177,15 +175,21 @@ def test_answer_whose_client_left_stops_the_model(tmp_path: Path, path: str, bod
         with RagServe(env, tmp_path / "serve.log") as server:
             added = httpx.post(f"{server.url}/documents", json={"doc_id": "alpha", "text": ALPHA}, timeout=60)
             assert added.status_code == 201, added.text
-            with pytest.raises(httpx.ReadTimeout):
-                httpx.post(f"{server.url}{path}", json=body, timeout=1.5)
-            left = time.monotonic()
-            while not model.abandoned and time.monotonic() < left + 8:
-                time.sleep(0.1)
-            assert model.requests, "the model was never asked: no generated answer to stop"
-            assert model.abandoned, f"the model's reply was not abandoned: {server.log_tail()}"
-            assert model.abandoned[0] - left < 3 and not model.finished
-            deadline = time.monotonic() + 5
-            while f"POST {path} 499" not in server.log_tail(20_000) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert f"POST {path} 499" in server.log_tail(20_000)
+            for path, body in (
+                ("/ask", {"question": ASKED}),
+                ("/v1/chat/completions", {"messages": [{"role": "user", "content": ASKED}]}),
+            ):
+                model.abandoned.clear()
+                asked = len(model.requests)
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(f"{server.url}{path}", json=body, timeout=1.5)
+                left = time.monotonic()
+                while not model.abandoned and time.monotonic() < left + 8:
+                    time.sleep(0.1)
+                assert len(model.requests) == asked + 1, f"{path}: the model was not asked, nothing to stop"
+                assert model.abandoned, f"{path}: the model's reply was not abandoned: {server.log_tail()}"
+                assert model.abandoned[0] - left < 5 and not model.finished, path
+                deadline = time.monotonic() + 5
+                while f"POST {path} 499" not in server.log_tail(20_000) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert f"POST {path} 499" in server.log_tail(20_000)
