@@ -38,7 +38,7 @@ _RAW_END = {name: re.compile(rf"</{name}[\s/>]", re.IGNORECASE) for name in RAW}
 
 
 class TextTooLong(Exception):
-    """Reading stopped: the text is past ``max_chars`` characters (not counting whitespace) at byte ``at``."""
+    """Reading stopped: the text is past ``max_chars`` characters (not counting whitespace) at character ``at``."""
 
     def __init__(self, at: int) -> None:
         super().__init__(at)
