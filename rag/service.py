@@ -81,23 +81,32 @@ class RAGService:
         return self._observed(prepared.answer(generated))
 
     def ask_stream(
-        self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()
+        self,
+        question: str,
+        *,
+        top_k: int | None = None,
+        context: Sequence[PriorTurn] = (),
+        checkpoint: Callable[[], None] | None = None,
     ) -> Iterator[str | Answer]:
         """Answer ``question`` as a stream: text deltas, then the final Answer (always last, exactly once).
 
         Validation and retrieval happen before this returns, so bad input and an empty index raise here, not
         mid-stream. A generated answer streams each sentence once it is judged, so the deltas concatenate to the
         final ``Answer.answer``; if the model fails before its first sentence, the extractive answer streams instead.
+        ``checkpoint`` is called between the model's tokens: what it raises stops the answer and closes the model's
+        stream (the API stops an answer whose client has gone).
         """
         prepared = self._prepare(question, top_k, context)
         if self.generator is None or prepared.extract.no_answer:
             return _replay(self._observed(prepared.answer(_extractive(prepared.extract))))
-        return self._stream_generated(prepared, self.generator)
+        return self._stream_generated(prepared, self.generator, checkpoint)
 
-    def _stream_generated(self, prepared: _Prepared, generator: GeneratedAnswerer) -> Iterator[str | Answer]:
+    def _stream_generated(
+        self, prepared: _Prepared, generator: GeneratedAnswerer, checkpoint: Callable[[], None] | None
+    ) -> Iterator[str | Answer]:
         t0 = time.perf_counter()
         for event in generator.stream(
-            prepared.query or prepared.question, prepared.passages, fallback=prepared.extract
+            prepared.query or prepared.question, prepared.passages, fallback=prepared.extract, checkpoint=checkpoint
         ):
             if isinstance(event, Generated):
                 prepared.timings["generate"] = _ms(time.perf_counter() - t0)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import ERRORS, ServiceDep, TenantDep
-from api.errors import unsupported_media_type
+from api.errors import NESTED_TOO_DEEP, unsupported_media_type
 from api.schemas import (
     MAX_DOC_ID_CHARS,
     DocumentListResponse,
@@ -25,7 +25,7 @@ from api.schemas import (
     DocumentSummary,
     IngestResponse,
 )
-from index.loaders import SUPPORTED, LoadError, document_from_bytes
+from index.loaders import SUPPORTED, LoadError, check_size, document_from_bytes
 from rag.errors import InvalidInput
 from rag.types import Document, page_ranges
 
@@ -45,7 +45,9 @@ _ADD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentRequest"}},
+            # Inlined: no route declares DocumentRequest as its body, so it is not among the schema's components
+            # (a $ref to it dangled, and schemathesis skipped JSON uploads).
+            "application/json": {"schema": DocumentRequest.model_json_schema()},
             "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
         },
     }
@@ -60,16 +62,24 @@ _ADD_BODY: dict[str, Any] = {
         200: {"model": IngestResponse, "description": "Updated, or unchanged (the same content was there)"},
         415: {"model": ERRORS[422]["model"], "description": "Not JSON or multipart, or an unsupported file type"},
         **ERRORS,
+        413: {
+            "model": ERRORS[413]["model"],
+            "description": "Body over RAG_MAX_BODY_BYTES (payload_too_large), or a document over "
+            "RAG_MAX_DOCUMENT_CHARS or RAG_MAX_CHUNKS_PER_DOCUMENT (document_too_large)",
+        },
     },
     openapi_extra=_ADD_BODY,
 )
 async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     """Add or replace a document from JSON text or an uploaded file; the same content again changes nothing."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Uploads are bounded by the caps, not by the client: once read, a document within them is stored even if its
+    # client has gone (a write that must complete), and one over them costs a few seconds at most.
+    max_chars = tenant.indexer.max_document_chars
     if content_type == "application/json":
-        document = await _document_from_json(request)
+        document = await _document_from_json(request, max_chars=max_chars)
     elif content_type == "multipart/form-data":
-        document = await _document_from_upload(request)
+        document = await _document_from_upload(request, max_chars=max_chars)
     else:
         raise unsupported_media_type("send application/json {\"text\": ...} or multipart/form-data with a 'file' part")
     result = await run_in_threadpool(tenant.indexer.ingest, document)
@@ -86,18 +96,25 @@ async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=201 if result.status == "added" else 200)
 
 
-async def _document_from_json(request: Request) -> Document:
+async def _document_from_json(request: Request, *, max_chars: int | None) -> Document:
     raw = await request.body()
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput('the body is not valid JSON: send {"text": "...", "doc_id"?: "..."}') from exc
+    except RecursionError as exc:
+        raise InvalidInput(NESTED_TOO_DEEP) from exc
     try:
         req = DocumentRequest.model_validate(payload)
     except ValidationError as exc:
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)]
+        parts = [
+            e["msg"] if e["type"] == "lone_surrogate" else f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        ]
         raise InvalidInput("; ".join(parts)) from exc
-    document = Document.from_text(doc_id="", source="", text=req.text, title=req.title)
+    document = check_size(
+        Document.from_text(doc_id="", source="", text=req.text, title=req.title), name="text", max_chars=max_chars
+    )
     if not document.text:
         raise InvalidInput("text: the document has no text once whitespace is normalised")
     # Without a doc_id or source, the id is derived from the content (the same text gets the same id).
@@ -105,7 +122,7 @@ async def _document_from_json(request: Request) -> Document:
     return dataclasses.replace(document, doc_id=doc_id, source=req.source or doc_id)
 
 
-async def _document_from_upload(request: Request) -> Document:
+async def _document_from_upload(request: Request, *, max_chars: int | None) -> Document:
     form = await request.form(max_files=1, max_fields=4)
     try:
         upload = form.get("file")
@@ -124,7 +141,7 @@ async def _document_from_upload(request: Request) -> Document:
     doc_id = _check_doc_id(fields.get("doc_id") or name)
     try:
         return await run_in_threadpool(
-            document_from_bytes, name, data, doc_id=doc_id, source=fields.get("source") or name
+            document_from_bytes, name, data, doc_id=doc_id, source=fields.get("source") or name, max_chars=max_chars
         )
     except LoadError as exc:
         raise InvalidInput(str(exc)) from exc

@@ -16,14 +16,16 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ERRORS, ServiceDep
+from api.disconnects import Gone, check, final_answer, while_connected
 from api.errors import error_body
 from api.routes.chat import SSE_HEADERS
+from api.schemas import RequestBody
 from rag.config import MAX_TOP_K
 from rag.embedding import count_tokens
 from rag.errors import InvalidMessage, RAGError
@@ -64,7 +66,7 @@ class StreamOptions(BaseModel):
     )
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestBody):
     """OpenAI's chat-completions request; sampling parameters (temperature, max_tokens...) are accepted and ignored."""
 
     model: str = Field(MODEL_ID, description=f"Any name; the service answers as {MODEL_ID!r}.")
@@ -132,7 +134,7 @@ async def list_models() -> ModelListResponse:
     responses={**ERRORS, 200: {"description": "chat.completion, or with stream=true SSE chunks and data: [DONE]"}},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, service: ServiceDep
+    body: ChatCompletionRequest, service: ServiceDep, request: Request
 ) -> ChatCompletionResponse | StreamingResponse:
     """Answer the last user message with cited sentences, using the earlier messages as context."""
     question, history = split_messages([(m.role, m.text()) for m in body.messages])
@@ -141,7 +143,13 @@ async def chat_completions(
     model = body.model or MODEL_ID
     prompt = [m.text() for m in body.messages]
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, question, top_k=body.top_k, context=history)
+
+        def work(gone: Gone) -> Answer:
+            check(gone)
+            events = service.ask_stream(question, top_k=body.top_k, context=history, checkpoint=lambda: check(gone))
+            return final_answer(events, gone)
+
+        answer = await while_connected(request, work)
         return ChatCompletionResponse(
             id=completion_id,
             created=created,
