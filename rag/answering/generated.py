@@ -19,6 +19,7 @@ from rag.answering.extractive import REFUSAL, Extract
 from rag.answering.instructions import instruction_sentences
 from rag.answering.judge import SupportJudge
 from rag.answering.llm import Message, OpenAIChatLLM
+from rag.embedding import count_tokens
 from rag.errors import LLMUnavailable
 from rag.text import escape_brackets, sentence_spans, text_deltas
 from rag.types import Citation, Passage, SentenceVerdict, TokenUsage
@@ -158,6 +159,7 @@ class GeneratedAnswerer:
         # Filled in by the client if the server reports its counts; all zero until then.
         usage = TokenUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
         source: Iterator[str] = iter(())
+        read: list[str] = []  # what the model wrote, for the usage estimate
         try:
             if streaming:
                 source = self.llm.stream(messages, usage=usage)
@@ -167,6 +169,7 @@ class GeneratedAnswerer:
             for delta in source:
                 if checkpoint is not None:
                     checkpoint()
+                read.append(delta)
                 buffer += delta
                 cut = _complete_prefix(buffer)
                 if cut:
@@ -186,7 +189,9 @@ class GeneratedAnswerer:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
-        reported = usage if usage.total_tokens else None
+        # The server's counts when it reports them; else (a stream from a server that ignores include_usage, or one
+        # closed early) an estimate in the embedder's word pieces of what was sent and what was read.
+        reported = usage if usage.total_tokens else estimate_usage(messages, "".join(read)) if read else None
         if run.refused:
             yield REFUSAL
             yield Generated(
@@ -344,3 +349,12 @@ class _Run:
             sentences=self.verdicts,
             supported_share=round(self.supported / self.judged, 4) if self.judged else None,
         )
+
+
+def estimate_usage(messages: list[Message], completion: str) -> TokenUsage:
+    """Token usage counted in the embedder's word pieces: the messages sent as the prompt, the text read back."""
+    prompt_tokens = sum(count_tokens(m.get("content", "")) for m in messages)
+    completion_tokens = count_tokens(completion)
+    return TokenUsage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )

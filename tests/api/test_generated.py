@@ -106,7 +106,7 @@ def test_generated_ask_with_model_down_is_200_extractive_with_warning(seeded_set
     assert completion.usage.completion_tokens == count_tokens(completion.choices[0].message.content or "")
 
 
-def test_generated_openai_usage_is_the_model_servers(
+def test_generated_openai_usage_counts_the_prompt_sent_to_the_model(
     generated_server: LiveServer, seeded_server: LiveServer, llm_server: str
 ) -> None:
     client = openai.OpenAI(base_url=f"{generated_server.url}/v1", api_key="unused", max_retries=0, timeout=600)
@@ -125,7 +125,10 @@ def test_generated_openai_usage_is_the_model_servers(
         temperature=0.0,
     )
     assert reference.usage is not None
-    assert usage.prompt_tokens == reference.usage.prompt_tokens > count_tokens(VRAEM) + 50
+    # The answer is read as a stream (so a client that leaves stops the model), and llama-cpp-python sends no usage
+    # on streams: the usage is then estimated in word pieces of the prompt actually sent, near the server's count.
+    assert count_tokens(VRAEM) + 50 < usage.prompt_tokens
+    assert 0.5 * reference.usage.prompt_tokens <= usage.prompt_tokens <= 2 * reference.usage.prompt_tokens
     assert 0 < usage.completion_tokens <= 64
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
@@ -160,5 +163,6 @@ def test_generated_openai_stream_passes_the_model_servers_usage_on(seeded_settin
     assert (chunks[-2].choices[0].delta.model_extra or {})["mode"] == "generated"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert _counts(chunks[-1].usage) == reported
-    # The service asked the model server for its counts on the stream, as OpenAI's protocol has it.
-    assert [r.get("stream_options") for r in scripted.requests] == [None, {"include_usage": True}]
+    # The service streams from the model server (a plain reply too, so a client that leaves stops the model) and asks
+    # it for its counts on the stream, as OpenAI's protocol has it.
+    assert [r.get("stream_options") for r in scripted.requests] == [{"include_usage": True}] * 2
