@@ -7,7 +7,9 @@ RAGError
  │    └── InvalidMessage   code=invalid_message (a chat message or message list that cannot be answered)
  ├── NotFound              code=not_found
  │    ├── DocumentNotFound code=document_not_found
- │    └── ConversationNotFound code=conversation_not_found
+ │    ├── ConversationNotFound code=conversation_not_found
+ │    └── JobNotFound      code=job_not_found
+ ├── JobFinished           code=job_finished (a finished job cannot be cancelled)
  ├── IndexEmpty            code=index_empty
  ├── StoreUnavailable      code=store_unavailable
  ├── ConversationsUnavailable code=conversations_unavailable (the conversations database cannot be used)
@@ -73,3 +75,13 @@ class LLMUnavailable(RAGError):
     """The language model server is down, too slow, or answered with something unusable."""
 
     code = "llm_unavailable"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class JobFinished(RAGError):
+    """A job that is already done, failed or cancelled was asked to be cancelled."""
+
+    code = "job_finished"
