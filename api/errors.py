@@ -11,6 +11,7 @@ from rag.errors import (
     ConversationsUnavailable,
     IndexEmpty,
     InvalidInput,
+    JobFinished,
     NotFound,
     RAGError,
     StoreUnavailable,
@@ -86,6 +87,7 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (IndexEmpty, 503),
     (StoreUnavailable, 503),
     (ConversationsUnavailable, 503),
+    (JobFinished, 409),
 ]
 
 
