@@ -96,9 +96,12 @@ class JobRunner:
         self._wake.set()
 
     def _work(self) -> None:
+        reclaimed = time.monotonic()
         while not self._stopping.is_set():
             try:
-                self.store.reclaim(self.owner)
+                if time.monotonic() - reclaimed > BEAT_SECONDS:  # jobs of a replica that died meanwhile
+                    self.store.reclaim(self.owner)
+                    reclaimed = time.monotonic()
                 job = self.store.claim(self.owner)
             except Exception:
                 log.exception("the jobs database %s cannot be read; retrying", self.store.path)
