@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.conftest import ROOT, LiveServer, free_port, make_settings
+from tests.conftest import CHROMA_URL, ROOT, LiveServer, free_port, make_settings
 from tests.index.test_pipeline import _pdf_bytes
 from tests.processes import wait_until_ok
 
@@ -242,12 +242,12 @@ def test_a_job_running_when_the_server_is_killed_is_resumed_after_restart(tmp_pa
         "RAG_LOG_FORMAT": "text",
         "PYTHONPATH": str(ROOT),
     }
-    for name in ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RAG_TEST_CHROMA_URL"):
+    for name in ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if name in os.environ:
             env[name] = os.environ[name]
-    if os.environ.get("RAG_TEST_CHROMA_URL"):
-        env["RAG_CHROMA_URL"] = os.environ["RAG_TEST_CHROMA_URL"]
-        env["RAG_COLLECTION"] = "jobs" + str(port)
+    if CHROMA_URL:  # .ci/run's Chroma server (the autouse fixture has cleared RAG_* from os.environ by now)
+        env["RAG_CHROMA_URL"] = CHROMA_URL
+        env["RAG_COLLECTION"] = f"jobs{port}x{os.getpid()}"
     url = f"http://127.0.0.1:{port}"
 
     def serve(log: Path) -> subprocess.Popen[bytes]:
