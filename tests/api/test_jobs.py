@@ -154,7 +154,7 @@ def test_cancel_stops_a_running_job_before_its_document_is_written(
 ) -> None:
     monkeypatch.setattr("index.pipeline.PROGRESS_CHUNKS", 8)
     batch = [{"doc_id": "first", "text": "The first ledger of Ormond lists nine ships."}]
-    batch.append({"doc_id": "huge", "text": _filler(3000, "turbine")})
+    batch.append({"doc_id": "huge", "text": _filler(2000, "turbine")})
     running = http.post("/documents/batch", headers=A, json=batch).json()
     url = running["status_url"]
     queued = http.post("/documents", headers={**A, **ASYNC}, json={"doc_id": "later", "text": "Queued behind."})
@@ -265,7 +265,7 @@ def test_a_job_running_when_the_server_is_killed_is_resumed_after_restart(tmp_pa
 
     first = serve(tmp_path / "first.log")
     try:
-        text = FACT + " " + _filler(1000, "boiler")
+        text = FACT + " " + _filler(600, "boiler")
         big = {"doc_id": "big", "text": text}
         accepted = httpx.post(f"{url}/documents", headers=ASYNC, json=big, timeout=60)
         assert accepted.status_code == 202, accepted.text
