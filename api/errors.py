@@ -12,6 +12,7 @@ from rag.errors import (
     IndexEmpty,
     InvalidInput,
     JobFinished,
+    JobsUnavailable,
     NotFound,
     RAGError,
     StoreUnavailable,
@@ -88,6 +89,7 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (StoreUnavailable, 503),
     (ConversationsUnavailable, 503),
     (JobFinished, 409),
+    (JobsUnavailable, 503),
 ]
 
 

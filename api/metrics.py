@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from rag.errors import RAGError
 from rag.types import Answer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -103,7 +104,11 @@ class Metrics:
 
     def render(self) -> bytes:
         if self.job_counts is not None:
-            counts = self.job_counts()
+            try:
+                counts = self.job_counts()
+            except RAGError:  # the jobs database cannot be read (logged there): the gauges keep their last value
+                counts = None
             for status in ("queued", "running"):
-                self.jobs.labels(status).set(counts.get(status, 0))
+                if counts is not None:
+                    self.jobs.labels(status).set(counts.get(status, 0))
         return generate_latest(self.registry)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from index.pipeline import Indexer
-from rag.errors import InvalidInput
+from rag.errors import InvalidInput, JobsUnavailable
 from rag.jobs import FINISHED, Job, JobStore, Owner
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,10 @@ class JobRunner:
 
     def start(self) -> None:
         """Resume the jobs a dead process left running, then start the worker threads."""
-        resumed = self.store.reclaim(self.owner)
+        try:
+            resumed = self.store.reclaim(self.owner)
+        except JobsUnavailable:
+            resumed = []  # the store has logged why; the workers keep looking
         if resumed:
             log.warning("resuming %d job(s) interrupted by a stopped process: %s", len(resumed), ", ".join(resumed))
         for i in range(self.workers):
@@ -103,6 +106,8 @@ class JobRunner:
                     self.store.reclaim(self.owner)
                     reclaimed = time.monotonic()
                 job = self.store.claim(self.owner)
+            except JobsUnavailable:
+                job = None  # the store has logged why; looked at again on the next round
             except Exception:
                 log.exception("the jobs database %s cannot be read; retrying", self.store.path)
                 job = None
@@ -117,7 +122,10 @@ class JobRunner:
                 self._run(job)
             except Exception as exc:  # a bug or a broken store: the job fails with it, the worker goes on
                 log.exception("job %s failed", job.job_id)
-                self._end(job, "failed", f"{type(exc).__name__}: {exc}")
+                try:
+                    self._end(job, "failed", f"{type(exc).__name__}: {exc}")
+                except Exception:  # the store itself is broken: the job is reclaimed once it can be read again
+                    log.exception("job %s could not be marked failed", job.job_id)
             finally:
                 with self._running_lock:
                     self._running.discard(job.job_id)
@@ -128,6 +136,8 @@ class JobRunner:
                 running = list(self._running)
             try:
                 self.store.beat(running)
+            except JobsUnavailable:
+                pass
             except Exception:
                 log.exception("cannot record that jobs %s are alive", running)
 

@@ -10,6 +10,7 @@ RAGError
  │    ├── ConversationNotFound code=conversation_not_found
  │    └── JobNotFound      code=job_not_found
  ├── JobFinished           code=job_finished (a finished job cannot be cancelled)
+ ├── JobsUnavailable       code=jobs_unavailable (the jobs database cannot be used)
  ├── IndexEmpty            code=index_empty
  ├── StoreUnavailable      code=store_unavailable
  ├── ConversationsUnavailable code=conversations_unavailable (the conversations database cannot be used)
@@ -85,3 +86,9 @@ class JobFinished(RAGError):
     """A job that is already done, failed or cancelled was asked to be cancelled."""
 
     code = "job_finished"
+
+
+class JobsUnavailable(RAGError):
+    """The jobs database cannot be opened or used; synchronous uploads and every other route still work."""
+
+    code = "jobs_unavailable"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -23,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.errors import JobFinished, JobNotFound
+from rag.errors import JobFinished, JobNotFound, JobsUnavailable
 from rag.types import Document
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -132,22 +135,65 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._opened = False
+        self._problem: str | None = None  # why the file cannot be used, while it cannot (logged once per reason)
+        try:
+            self._open()
+        except JobsUnavailable:
+            pass  # logged with the file's path; jobs answer jobs_unavailable until it is fixed
+
+    def _open(self) -> None:
+        if self._opened:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise self._unusable(str(exc)) from exc
+        self._opened = True
+        if self._problem is not None:
+            log.info("jobs database %s is usable again", self.path)
+            self._problem = None
+
+    def _unusable(self, reason: str) -> JobsUnavailable:
+        if reason != self._problem:
+            log.error(
+                "jobs database %s cannot be used: %s; large and asynchronous uploads fail with jobs_unavailable until "
+                "the file is moved aside or repaired (other routes are not affected)",
+                self.path,
+                reason,
+            )
+            self._problem = reason
+        return JobsUnavailable(
+            f"ingestion jobs are unavailable: the jobs database {self.path} cannot be used ({reason}); move it aside "
+            "(a new one is started on the next request) or point RAG_JOBS_DB at another file. Uploads up to "
+            "RAG_SYNC_UPLOAD_BYTES without 'Prefer: respond-async' still work"
+        )
 
     @contextmanager
     def _connect(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        self._open()
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            raise  # a bug of ours, not of the file
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "") in {"SQLITE_BUSY", "SQLITE_LOCKED"}:
+                raise JobsUnavailable(
+                    f"the jobs database {self.path} stayed locked by another writer: retry in a moment"
+                ) from exc
+            self._opened = False  # the file went bad under us: check it again on the next call
+            raise self._unusable(str(exc)) from exc
 
     # --- the API's side ---------------------------------------------------------------------------------------
     def create(self, *, tenant: str, documents: list[Document]) -> Job:

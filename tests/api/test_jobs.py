@@ -300,3 +300,23 @@ def test_pdf_upload_over_the_limit_is_a_job(http: httpx.Client) -> None:
     response = http.post("/documents", headers=A, files={"file": ("report.pdf", io.BytesIO(pdf), "application/pdf")})
     assert response.status_code == 202, response.text
     assert _wait(http, response.headers["location"], A, until={"done", "failed"})["status"] == "done"
+
+
+def test_an_unusable_jobs_file_fails_jobs_only_until_moved_aside(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    jobs_db = tmp_path / "jobs.sqlite3"
+    garbage = b"this is not an SQLite database, it is a note somebody saved here\n" * 100
+    jobs_db.write_bytes(garbage)
+    settings = make_settings(tmp_path / "data", jobs_db=jobs_db)
+    with LiveServer(create_app(settings, embedder=embedder)) as live, httpx.Client(base_url=live.url) as http:
+        refused = http.post("/documents", headers=ASYNC, json={"doc_id": "a", "text": "Queued text."})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["detail"]["code"] == "jobs_unavailable" and str(jobs_db) in refused.text
+        assert http.get("/jobs").status_code == 503
+        synchronous = http.post("/documents", json={"doc_id": "b", "text": "The quarry of Denholm closed in 1911."})
+        assert synchronous.status_code == 201
+        assert http.post("/ask", json={"question": "When did the quarry of Denholm close?"}).status_code == 200
+        assert jobs_db.read_bytes() == garbage, "the unusable file was changed"
+        jobs_db.rename(tmp_path / "jobs.sqlite3.bad")
+        accepted = http.post("/documents", headers=ASYNC, json={"doc_id": "a", "text": "Queued text."})
+        assert accepted.status_code == 202, accepted.text
+        assert _wait(http, accepted.headers["location"], {}, until={"done", "failed"})["status"] == "done"
