@@ -104,7 +104,8 @@ def _ask(settings: Settings, question: str, *, top_k: int | None, as_json: bool,
         print()
         for c in answer.citations:
             verdict = "" if c.supported is None else ", supported" if c.supported else ", NOT supported"
-            print(f"[{c.n}] {c.source} (chars {c.start}-{c.end}{verdict})")
+            page = "" if c.page is None else f"page {c.page}, "
+            print(f"[{c.n}] {c.source} ({page}chars {c.start}-{c.end}{verdict})")
             print(f"    \u201c{c.quote}\u201d")
     if answer.mode == "generated" and answer.supported_share is not None:
         print(f"\ngenerated; {answer.supported_share:.0%} of the model's sentences supported by their citations")

@@ -6,9 +6,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from api.disconnects import ClientGone
 from rag.errors import (
     ConversationsUnavailable,
+    DocumentTooLarge,
     IndexEmpty,
     InvalidInput,
     JobFinished,
@@ -19,12 +22,18 @@ from rag.errors import (
     UnsupportedFile,
 )
 
+# What a JSON body nested past the decoder's depth gets (the decoder's recursion limit, about a thousand levels).
+NESTED_TOO_DEEP = "the body's JSON is nested too deeply to read (about a thousand levels or more): send a flat object"
+# nginx's code for "the client closed the request": logged and counted, never received by anyone.
+CLIENT_GONE = 499
+
 
 class EdgeError(Exception):
     """An error decided at the HTTP edge (auth, limits, media types), in the same body as the domain errors.
 
     code -> status: unauthorized 401, forbidden 403, cross_origin 403, payload_too_large 413,
-    unsupported_media_type 415, rate_limited 429.
+    unsupported_media_type 415, rate_limited 429. (Domain errors map through STATUS below: document_too_large is 413
+    as well.)
     """
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -83,6 +92,7 @@ def too_many_failures(retry_after: str) -> EdgeError:
 
 STATUS: list[tuple[type[RAGError], int]] = [
     (UnsupportedFile, 415),
+    (DocumentTooLarge, 413),
     (InvalidInput, 422),
     (NotFound, 404),
     (IndexEmpty, 503),
@@ -128,8 +138,26 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "the server failed on this request; it has been logged"), status_code=500
         )
 
+    async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
+        # The client hung up before its body arrived (nothing was done), or before its answer was ready (the work
+        # stopped): nobody will read this.
+        return JSONResponse(error_body("client_closed_request", "the client went away"), status_code=CLIENT_GONE)
+
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(ClientGone, _client_gone)
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "There was an error parsing the body" (its JSON decoder's own failures) says what instead.
+            cause = exc.__cause__
+            if isinstance(cause, ClientDisconnect):
+                return await _client_gone(request, cause)
+            if isinstance(cause, RecursionError):
+                return JSONResponse(error_body("invalid_request", NESTED_TOO_DEEP), status_code=422)
+            if isinstance(cause, UnicodeDecodeError):
+                message = f"the body is not valid UTF-8 (byte {cause.start}): send JSON encoded as UTF-8"
+                return JSONResponse(error_body("invalid_request", message), status_code=422)
         code = {
             400: "bad_request",
             401: "unauthorized",
@@ -150,7 +178,9 @@ def _describe(exc: RequestValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         msg = err.get("msg", "invalid")
-        if err.get("type") == "json_invalid":
+        if err.get("type") == "lone_surrogate":
+            parts.append(msg)  # it names its own place, e.g. "messages.0.content: ..."
+        elif err.get("type") == "json_invalid":
             parts.append('the body is not valid JSON: send a JSON object such as {"question": "..."}')
         elif err.get("type") == "missing":
             parts.append(f"{loc}: field required")

@@ -2,15 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from rag.config import MAX_QUESTION_CHARS, MAX_TOP_K
 from rag.types import Answer
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-class AskRequest(BaseModel):
+
+def find_lone_surrogate(value: Any) -> tuple[str, int, int] | None:
+    """Find a lone UTF-16 surrogate in a parsed JSON value: (where, e.g. "messages.0.content"; character; code).
+
+    JSON may spell one ("\\ud800"), and Python's decoder lets it through, but it is not text: encoding it as UTF-8
+    (a log line, the tokenizer, SQLite, the response) fails. A surrogate in a key is reported at its object. The
+    walk is iterative, so no nesting depth the decoder accepts can exhaust the stack here.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                return where or "body", found.start(), ord(found.group())
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                found = _SURROGATE.search(key) if isinstance(key, str) else None
+                if found:
+                    return where or "body", -1, ord(found.group())
+                children.append((f"{where}.{key}" if where else str(key), child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{where}.{i}" if where else str(i), child) for i, child in enumerate(item)]))
+    return None
+
+
+class RequestBody(BaseModel):
+    """A JSON request body: a lone surrogate anywhere in it is refused (422) before any field is validated."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        found = find_lone_surrogate(data)
+        if found is not None:
+            where, at, code = found
+            place = "a key" if at < 0 else f"character {at}"
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "{where}: holds a lone UTF-16 surrogate (\\u{code} at {place}), which is not text: send the "
+                "character itself, or both halves of a surrogate pair",
+                {"where": where, "code": f"{code:04x}", "place": place},
+            )
+        return data
+
+
+class AskRequest(RequestBody):
     """A question for the index."""
 
     question: str = Field(
@@ -24,7 +74,7 @@ class AskRequest(BaseModel):
     )
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(RequestBody):
     """A chat message, in a new conversation or (with conversation_id) a follow-up in an existing one."""
 
     conversation_id: str | None = Field(
@@ -58,10 +108,23 @@ class DocumentSummary(BaseModel):
     title: str = ""
 
 
+class DocumentPage(BaseModel):
+    """Where one page of a PDF lies in the document's text."""
+
+    page: int = Field(description="1-based page number.")
+    start: int = Field(description="Offset of the page's first character in `text`.")
+    end: int = Field(description="End offset (exclusive): text[start:end] is the page (empty for a page without text).")
+
+
 class DocumentResponse(DocumentSummary):
     """An indexed document with its full normalised text: citation offsets index into `text`."""
 
     text: str
+    pages: list[DocumentPage] = Field(
+        default_factory=list,
+        description="PDFs: each page's range in `text` (pages are joined by a blank line); empty for other types "
+        "and for PDFs indexed before pages were kept.",
+    )
 
 
 class DocumentListResponse(BaseModel):
@@ -100,7 +163,7 @@ class ReadyResponse(BaseModel):
 MAX_DOC_ID_CHARS = 256
 
 
-class DocumentRequest(BaseModel):
+class DocumentRequest(RequestBody):
     """A document sent as JSON text (for files, send multipart/form-data with a `file` part instead)."""
 
     text: str = Field(min_length=1, description="The document's text; it is normalised once and stored.")

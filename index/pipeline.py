@@ -21,7 +21,7 @@ from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_document
 from rag.config import Settings
 from rag.embedding import SMALL_BATCH, ChunkEmbedder, Embedder
-from rag.errors import UnsupportedFile
+from rag.errors import DocumentTooLarge, InvalidInput
 from rag.store import ChromaStore
 from rag.text import sentence_spans
 from rag.types import Chunk, Document
@@ -81,18 +81,36 @@ class _Candidate:
 def build_indexer(settings: Settings, *, store: ChromaStore, embedder: Embedder) -> Indexer:
     """The Indexer the settings describe, writing to ``store`` (see rag.factory for the store and embedder)."""
     return Indexer(
-        store=store, embedder=embedder, chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap
+        store=store,
+        embedder=embedder,
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+        max_document_chars=settings.max_document_chars,
+        max_chunks=settings.max_chunks_per_document,
     )
 
 
 class Indexer:
     """Loads, chunks, embeds and stores documents into one store."""
 
-    def __init__(self, *, store: ChromaStore, embedder: Embedder, chunk_tokens: int, chunk_overlap: int) -> None:
+    def __init__(
+        self,
+        *,
+        store: ChromaStore,
+        embedder: Embedder,
+        chunk_tokens: int,
+        chunk_overlap: int,
+        max_document_chars: int | None = None,
+        max_chunks: int | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
+        # Per-document caps (None: none): files over max_document_chars are skipped; put() refuses a document of
+        # more than max_chunks chunks before embedding any (rag index, which embeds in shared batches, does not).
+        self.max_document_chars = max_document_chars
+        self.max_chunks = max_chunks
         # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
         self._doc_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -104,6 +122,12 @@ class Indexer:
         chunked; an exception it raises stops the work before anything of the document is written.
         """
         chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
+        if self.max_chunks is not None and len(chunks) > self.max_chunks:
+            raise DocumentTooLarge(
+                f"the document splits into {len(chunks):,} chunks, over the limit of {self.max_chunks:,} per "
+                "document (RAG_MAX_CHUNKS_PER_DOCUMENT): split it into smaller documents, or raise "
+                "RAG_MAX_CHUNKS_PER_DOCUMENT"
+            )
         chunks, vectors = self._embed(chunks, progress=progress)
         self.store.replace_documents([(document, chunks, vectors)])
         return len(chunks)
@@ -347,8 +371,14 @@ class Indexer:
             for cand in candidates:
                 seen.add(cand.doc_id)  # a bad new version keeps the old one indexed: nothing is lost
                 try:
-                    document = load_document(cand.path, doc_id=cand.doc_id, source=str(cand.path), root=cand.root)
-                except (LoadError, UnsupportedFile) as exc:
+                    document = load_document(
+                        cand.path,
+                        doc_id=cand.doc_id,
+                        source=str(cand.path),
+                        root=cand.root,
+                        max_chars=self.max_document_chars,
+                    )
+                except (LoadError, InvalidInput) as exc:  # unsupported, or over the character cap
                     report.skipped.append(str(exc))
                     log.warning("skipped %s", exc)
                     continue

@@ -32,6 +32,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Request bodies (JSON or an uploaded file) above this many bytes get 413; 10 MiB holds a long PDF.
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# A document whose text (normalised) is longer gets 413, and HTML and PDF are read no further: about 300 pages. A
+# request embeds it whole: about a minute on 2 CPU cores (some 16k characters a second), seconds on a GPU. Larger
+# documents are for jobs that outlive a request; until then the operator raises it.
+DEFAULT_MAX_DOCUMENT_CHARS = 1_000_000
+# A document that splits into more chunks gets 413 before any is embedded. At the default chunk size the character
+# cap binds first (a million characters make about 1,300 chunks); a small RAG_CHUNK_TOKENS makes many more.
+DEFAULT_MAX_CHUNKS_PER_DOCUMENT = 2_000
 # Requests per minute per API key (a token bucket: this many at once, refilled evenly over the minute); 0 = off.
 DEFAULT_RATE_LIMIT_PER_MINUTE = 600
 # Unknown API keys per minute from one client address (a token bucket) before every key from it gets 429; 0 = off.
@@ -195,6 +202,14 @@ class Settings(BaseSettings):
         description="Unknown keys allowed per minute from one client address, then 429 for any key from it; 0 = off.",
     )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="Larger request bodies get 413.")
+    max_document_chars: int = Field(
+        DEFAULT_MAX_DOCUMENT_CHARS,
+        ge=1000,
+        description="A document whose normalised text is longer gets 413 (rag index skips it); reading stops there.",
+    )
+    max_chunks_per_document: int = Field(
+        DEFAULT_MAX_CHUNKS_PER_DOCUMENT, ge=1, description="An upload that splits into more chunks gets 413."
+    )
     log_format: str = Field("json", description="Server logs: json (one object per line) or text.")
     allowed_origins: str | None = Field(
         None,

@@ -3,8 +3,9 @@
 RAGError
  ├── InvalidInput          code=invalid_input (subclasses refine the code)
  │    ├── InvalidQuestion  code=invalid_question
- │    └── UnsupportedFile  code=unsupported_file
- │    └── InvalidMessage   code=invalid_message (a chat message or message list that cannot be answered)
+ │    ├── UnsupportedFile  code=unsupported_file
+ │    ├── InvalidMessage   code=invalid_message (a chat message or message list that cannot be answered)
+ │    └── DocumentTooLarge code=document_too_large (over a per-document cap: characters or chunks)
  ├── NotFound              code=not_found
  │    ├── DocumentNotFound code=document_not_found
  │    ├── ConversationNotFound code=conversation_not_found
@@ -44,6 +45,12 @@ class UnsupportedFile(InvalidInput):
 
 class InvalidMessage(InvalidInput):
     code = "invalid_message"
+
+
+class DocumentTooLarge(InvalidInput):
+    """A document over a per-document cap (its characters or its chunks); the message names the setting."""
+
+    code = "document_too_large"
 
 
 class NotFound(RAGError):

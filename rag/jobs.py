@@ -309,7 +309,7 @@ class JobStore:
                 "ORDER BY position",
                 (job_id,),
             ).fetchall()
-        return [(position, Document(**json.loads(payload))) for position, payload in rows]
+        return [(position, _document(payload)) for position, payload in rows]
 
     def progress(self, job_id: str, *, done: int, total: int, position: int | None = None) -> bool:
         """Record progress (and that the worker lives); whether the job was asked to stop since."""
@@ -380,3 +380,9 @@ class JobStore:
             cancel_requested=bool(cancel),
             documents=documents,
         )
+
+
+def _document(payload: str) -> Document:
+    """A Document back from its JSON (its sequences, such as ``page_starts``, were tuples: JSON made them lists)."""
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(payload).items()}
+    return Document(**fields)

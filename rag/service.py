@@ -7,7 +7,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from rag.retrieval.followup import CONTEXT_WEIGHT, PriorTurn, resolve_followup
 from rag.retrieval.hybrid import HybridRetriever
 from rag.store import ChromaStore
 from rag.text import text_deltas
-from rag.types import Answer, DocumentInfo, Passage
+from rag.types import Answer, Citation, DocumentInfo, Passage, page_of
 
 # 20k sentences x 384 float32 = 30 MB.
 SENTENCE_CACHE_ITEMS = 20_000
@@ -80,23 +81,32 @@ class RAGService:
         return self._observed(prepared.answer(generated))
 
     def ask_stream(
-        self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()
+        self,
+        question: str,
+        *,
+        top_k: int | None = None,
+        context: Sequence[PriorTurn] = (),
+        checkpoint: Callable[[], None] | None = None,
     ) -> Iterator[str | Answer]:
         """Answer ``question`` as a stream: text deltas, then the final Answer (always last, exactly once).
 
         Validation and retrieval happen before this returns, so bad input and an empty index raise here, not
         mid-stream. A generated answer streams each sentence once it is judged, so the deltas concatenate to the
         final ``Answer.answer``; if the model fails before its first sentence, the extractive answer streams instead.
+        ``checkpoint`` is called between the model's tokens: what it raises stops the answer and closes the model's
+        stream (the API stops an answer whose client has gone).
         """
         prepared = self._prepare(question, top_k, context)
         if self.generator is None or prepared.extract.no_answer:
             return _replay(self._observed(prepared.answer(_extractive(prepared.extract))))
-        return self._stream_generated(prepared, self.generator)
+        return self._stream_generated(prepared, self.generator, checkpoint)
 
-    def _stream_generated(self, prepared: _Prepared, generator: GeneratedAnswerer) -> Iterator[str | Answer]:
+    def _stream_generated(
+        self, prepared: _Prepared, generator: GeneratedAnswerer, checkpoint: Callable[[], None] | None
+    ) -> Iterator[str | Answer]:
         t0 = time.perf_counter()
         for event in generator.stream(
-            prepared.query or prepared.question, prepared.passages, fallback=prepared.extract
+            prepared.query or prepared.question, prepared.passages, fallback=prepared.extract, checkpoint=checkpoint
         ):
             if isinstance(event, Generated):
                 prepared.timings["generate"] = _ms(time.perf_counter() - t0)
@@ -136,6 +146,7 @@ class RAGService:
             extract=extract,
             timings=timings,
             t0=t0,
+            pages=lexical.snapshot.doc_pages,
         )
 
     def _observed(self, answer: Answer) -> Answer:
@@ -209,6 +220,8 @@ class _Prepared:
     extract: Extract
     timings: dict[str, float]
     t0: float
+    # Where each page begins, for the documents with pages (the store's records, read with the BM25 snapshot).
+    pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def answer(self, result: Generated) -> Answer:
         self.timings["total"] = _ms(time.perf_counter() - self.t0)
@@ -217,8 +230,8 @@ class _Prepared:
             query=self.query,
             answer=result.answer,
             no_answer=result.no_answer,
-            citations=result.citations,
-            passages=self.passages,
+            citations=[_paged(c, self.pages) for c in result.citations],
+            passages=[_paged(p, self.pages) for p in self.passages],
             mode=result.mode,
             warnings=result.warnings,
             sentences=result.sentences,
@@ -226,8 +239,18 @@ class _Prepared:
             # The fitted estimate speaks for the extractive answer only; a model's own text is judged sentence by
             # sentence instead (sentences, supported_share).
             confidence=self.extract.confidence if result.mode == "extractive" else None,
+            usage=result.usage,
             timings_ms=self.timings,
         )
+
+
+_Located = TypeVar("_Located", Citation, Passage)
+
+
+def _paged(item: _Located, pages: dict[str, tuple[int, ...]]) -> _Located:
+    """The citation or passage with the page its start falls on, when its document has pages."""
+    page = page_of(pages.get(item.doc_id, ()), item.start)
+    return item if page is None else item.model_copy(update={"page": page})
 
 
 def _extractive(extract: Extract) -> Generated:

@@ -7,12 +7,13 @@ normalised text of each document, its source and content hash). The docs collect
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ class ChunkSnapshot:
     texts: list[str]
     metadatas: list[dict[str, Any]]
     doc_hashes: dict[str, str]
+    # doc_id -> where each page begins in its text, for the documents that have pages (PDFs).
+    doc_pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class ChromaStore:
@@ -191,10 +194,12 @@ class ChromaStore:
                     # Sentence vectors stay in the store: the snapshot lives in every replica's memory for BM25
                     # (~5 KB a chunk, 0.5 GB at 100k chunks); dense hits bring them for the passages they return.
                     metas.extend(_without(m, _SENTENCE_VECTORS) for m in got["metadatas"] or [])
-            hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
+            documents = self.list_documents()
+            hashes = {d.doc_id: d.content_hash for d in documents}
             if attempt == _SNAPSHOT_TRIES - 1 or self.generation() == generation:
                 break
-        return ChunkSnapshot(generation, ids, texts, metas, hashes)
+        pages = {d.doc_id: d.page_starts for d in documents if d.page_starts}
+        return ChunkSnapshot(generation, ids, texts, metas, hashes, pages)
 
     def chunks_without_sentence_vectors(self) -> list[tuple[str, str]]:
         """(chunk id, text) of every current chunk whose stored sentence vectors are missing or do not fit its text.
@@ -284,6 +289,7 @@ class ChromaStore:
                             "title": d.title,
                             "content_hash": d.content_hash,
                             "chunks": len(cs),
+                            _PAGE_STARTS: _encode_page_starts(d.page_starts),
                         }
                         for d, cs, _ in group
                     ],
@@ -448,7 +454,27 @@ def _info(doc_id: str, meta: Any) -> DocumentInfo:
         chunks=int(meta.get("chunks", 0)),
         root=str(meta.get("root", "")),
         title=str(meta.get("title", "")),
+        page_starts=_decode_page_starts(meta.get(_PAGE_STARTS)),
     )
+
+
+# The document record's metadata key of its page starts: a JSON list of offsets ("" for a document without pages;
+# a record written before pages were kept has no key). Chroma metadata holds only scalars and strings.
+_PAGE_STARTS = "page_starts"
+
+
+def _encode_page_starts(starts: Sequence[int]) -> str:
+    return json.dumps(list(starts), separators=(",", ":")) if starts else ""
+
+
+def _decode_page_starts(blob: Any) -> tuple[int, ...]:
+    if not blob or not isinstance(blob, str):
+        return ()
+    try:
+        return tuple(int(start) for start in json.loads(blob))
+    except (ValueError, TypeError):
+        log.warning("ignoring unreadable page starts %r", blob[:80])
+        return ()
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -82,31 +83,57 @@ class SilentServer:
 
 
 class ScriptedServer:
-    """An OpenAI-compatible chat endpoint that always replies ``reply`` (streamed word by word when asked)."""
+    """An OpenAI-compatible chat endpoint that always replies ``reply`` (streamed word by word when asked).
 
-    def __init__(self, reply: str) -> None:
+    With ``delay_s``, a slow model: each streamed word comes ``delay_s`` after the last, and a plain reply after as
+    long as streaming all of them takes. ``abandoned`` and ``finished`` record (monotonic) when a client closed a
+    reply before its end, and when one was sent whole.
+    """
+
+    def __init__(self, reply: str, usage: dict[str, int] | None = None, *, delay_s: float = 0.0) -> None:
         self.reply = reply
+        # Token counts to report, as OpenAI does: on the reply, and on a last chunk with no choices when a stream
+        # asks for them (stream_options.include_usage).
+        self.usage = usage
         self.requests: list[dict[str, object]] = []
+        self.abandoned: list[float] = []
+        self.finished: list[float] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 server.requests.append(body)
-                if body.get("stream"):
-                    self.send_response(200)
-                    self.send_header("content-type", "text/event-stream")
-                    self.end_headers()
-                    for piece in server.reply.split(" "):
-                        self.wfile.write(_sse(_chunk(piece + " ")).encode())
-                    self.wfile.write(b"data: [DONE]\n\n")
+                pieces = server.reply.split(" ")
+                try:
+                    if body.get("stream"):
+                        self.send_response(200)
+                        self.send_header("content-type", "text/event-stream")
+                        self.end_headers()
+                        for piece in pieces:
+                            time.sleep(delay_s)
+                            self.wfile.write(_sse(_chunk(piece + " ")).encode())
+                            self.wfile.flush()
+                        options = body.get("stream_options") or {}
+                        if server.usage and isinstance(options, dict) and options.get("include_usage"):
+                            self.wfile.write(_sse({**_chunk(""), "choices": [], "usage": server.usage}).encode())
+                        self.wfile.write(b"data: [DONE]\n\n")
+                    else:
+                        time.sleep(delay_s * len(pieces))
+                        reply = _completion(server.reply)
+                        if server.usage:
+                            reply["usage"] = server.usage
+                        payload = json.dumps(reply).encode()
+                        self.send_response(200)
+                        self.send_header("content-type", "application/json")
+                        self.send_header("content-length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    server.abandoned.append(time.monotonic())
                     return
-                payload = json.dumps(_completion(server.reply)).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                server.finished.append(time.monotonic())
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -15,20 +15,21 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import ERRORS, ServiceDep, TenantDep
-from api.errors import unsupported_media_type
+from api.errors import NESTED_TOO_DEEP, unsupported_media_type
 from api.jobs import submit, wants_async
 from api.schemas import (
     MAX_DOC_ID_CHARS,
     DocumentListResponse,
+    DocumentPage,
     DocumentRequest,
     DocumentResponse,
     DocumentSummary,
     IngestResponse,
     JobResponse,
 )
-from index.loaders import SUPPORTED, LoadError, document_from_bytes
+from index.loaders import SUPPORTED, LoadError, check_size, document_from_bytes
 from rag.errors import InvalidInput
-from rag.types import Document
+from rag.types import Document, page_ranges
 
 router = APIRouter(tags=["documents"])
 
@@ -46,7 +47,9 @@ _ADD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentRequest"}},
+            # Inlined: no route declares DocumentRequest as its body, so it is not among the schema's components
+            # (a $ref to it dangled, and schemathesis skipped JSON uploads).
+            "application/json": {"schema": DocumentRequest.model_json_schema()},
             "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
         },
     }
@@ -66,6 +69,11 @@ _ADD_BODY: dict[str, Any] = {
         },
         415: {"model": ERRORS[422]["model"], "description": "Not JSON or multipart, or an unsupported file type"},
         **ERRORS,
+        413: {
+            "model": ERRORS[413]["model"],
+            "description": "Body over RAG_MAX_BODY_BYTES (payload_too_large), or a document over "
+            "RAG_MAX_DOCUMENT_CHARS or RAG_MAX_CHUNKS_PER_DOCUMENT (document_too_large)",
+        },
     },
     openapi_extra=_ADD_BODY,
 )
@@ -76,10 +84,13 @@ async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     answered 202 with the job and a Location header to poll; bad input is still refused at once.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Uploads are bounded by the caps, not by the client: once read, a document within them is stored even if its
+    # client has gone (a write that must complete), and one over them costs a few seconds at most.
+    max_chars = tenant.indexer.max_document_chars
     if content_type == "application/json":
-        document = await _document_from_json(request)
+        document = await _document_from_json(request, max_chars=max_chars)
     elif content_type == "multipart/form-data":
-        document = await _document_from_upload(request)
+        document = await _document_from_upload(request, max_chars=max_chars)
     else:
         raise unsupported_media_type("send application/json {\"text\": ...} or multipart/form-data with a 'file' part")
     if wants_async(request) or _body_size(request, document) > request.app.state.settings.sync_upload_bytes:
@@ -98,29 +109,34 @@ async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=201 if result.status == "added" else 200)
 
 
-async def _document_from_json(request: Request) -> Document:
+async def _document_from_json(request: Request, *, max_chars: int | None) -> Document:
     raw = await request.body()
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput('the body is not valid JSON: send {"text": "...", "doc_id"?: "..."}') from exc
+    except RecursionError as exc:
+        raise InvalidInput(NESTED_TOO_DEEP) from exc
     try:
         req = DocumentRequest.model_validate(payload)
     except ValidationError as exc:
         raise InvalidInput(describe_validation(exc)) from exc
-    return document_from_request(req)
+    return document_from_request(req, max_chars=max_chars)
 
 
-def describe_validation(exc: ValidationError, prefix: str = "") -> str:
+def describe_validation(exc: ValidationError) -> str:
     """A pydantic error as one message naming each field at fault."""
     return "; ".join(
-        f"{prefix}{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+        e["msg"] if e["type"] == "lone_surrogate" else f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
     )
 
 
-def document_from_request(req: DocumentRequest) -> Document:
+def document_from_request(req: DocumentRequest, *, max_chars: int | None) -> Document:
     """The Document a JSON document request describes (InvalidInput if it has no text or a bad id)."""
-    document = Document.from_text(doc_id="", source="", text=req.text, title=req.title)
+    document = check_size(
+        Document.from_text(doc_id="", source="", text=req.text, title=req.title), name="text", max_chars=max_chars
+    )
     if not document.text:
         raise InvalidInput("text: the document has no text once whitespace is normalised")
     # Without a doc_id or source, the id is derived from the content (the same text gets the same id).
@@ -128,7 +144,7 @@ def document_from_request(req: DocumentRequest) -> Document:
     return dataclasses.replace(document, doc_id=doc_id, source=req.source or doc_id)
 
 
-async def _document_from_upload(request: Request) -> Document:
+async def _document_from_upload(request: Request, *, max_chars: int | None) -> Document:
     form = await request.form(max_files=1, max_fields=4)
     try:
         upload = form.get("file")
@@ -141,7 +157,7 @@ async def _document_from_upload(request: Request) -> Document:
     finally:
         await form.close()
     return await document_from_file(
-        name, data, doc_id=fields.get("doc_id") or name, source=fields.get("source") or name
+        name, data, doc_id=fields.get("doc_id") or name, source=fields.get("source") or name, max_chars=max_chars
     )
 
 
@@ -154,11 +170,13 @@ def check_suffix(name: str) -> None:
         )
 
 
-async def document_from_file(name: str, data: bytes, *, doc_id: str, source: str) -> Document:
+async def document_from_file(name: str, data: bytes, *, doc_id: str, source: str, max_chars: int | None) -> Document:
     """Decode an uploaded file into a Document (InvalidInput, naming what is wrong, if it cannot be read)."""
     doc_id = _check_doc_id(doc_id)
     try:
-        return await run_in_threadpool(document_from_bytes, name, data, doc_id=doc_id, source=source)
+        return await run_in_threadpool(
+            document_from_bytes, name, data, doc_id=doc_id, source=source, max_chars=max_chars
+        )
     except LoadError as exc:
         raise InvalidInput(str(exc)) from exc
 
@@ -202,6 +220,10 @@ async def get_document(doc_id: str, service: ServiceDep) -> DocumentResponse:
         content_hash=info.content_hash,
         title=info.title,
         text=info.text or "",
+        pages=[
+            DocumentPage(page=page, start=start, end=end)
+            for page, start, end in page_ranges(info.text or "", info.page_starts)
+        ],
     )
 
 

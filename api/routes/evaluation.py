@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from api.deps import ERRORS, ServiceDep
+from api.disconnects import Gone, check, while_connected
+from api.schemas import RequestBody
 from rag.config import MAX_EVAL_ITEMS, MAX_TOP_K
 from rag.evaluation.references import InvalidReferences, ReferenceItem
 from rag.service import RAGService
+from rag.types import Answer
 
 router = APIRouter(tags=["evaluation"])
 
@@ -27,7 +29,7 @@ class EvalItem(BaseModel):
     unanswerable: bool = Field(False, description="True when the index should not answer it (a refusal is right).")
 
 
-class EvalRequest(BaseModel):
+class EvalRequest(RequestBody):
     """A small inline reference set; larger sets belong to `rag eval`."""
 
     items: list[EvalItem] = Field(min_length=1, description=f"1 to {MAX_EVAL_ITEMS} reference questions.")
@@ -44,7 +46,7 @@ class EvalResponse(BaseModel):
 
 
 @router.post("/eval", response_model=EvalResponse, responses=ERRORS)
-async def evaluate_inline(body: EvalRequest, service: ServiceDep) -> EvalResponse:
+async def evaluate_inline(body: EvalRequest, service: ServiceDep, request: Request) -> EvalResponse:
     """Ask each reference question of the served index and score the answers, citations and refusals."""
     if len(body.items) > MAX_EVAL_ITEMS:
         raise InvalidReferences(
@@ -54,15 +56,24 @@ async def evaluate_inline(body: EvalRequest, service: ServiceDep) -> EvalRespons
     ids = [item.id for item in body.items]
     if len(set(ids)) != len(ids):
         raise InvalidReferences("items: every id must be unique")
-    return await run_in_threadpool(_run, service, body)
+    return await while_connected(request, lambda gone: _run(service, body, gone))
 
 
-def _run(service: RAGService, body: EvalRequest) -> EvalResponse:
+def _run(service: RAGService, body: EvalRequest, gone: Gone) -> EvalResponse:
     from dataclasses import asdict
 
     from rag.evaluation.metrics import evaluate, service_callables
 
     items = [ReferenceItem(**item.model_dump()) for item in body.items]
     ask, rank = service_callables(service, top_k=body.top_k)
-    run = evaluate(items, ask=ask, rank=rank)
+
+    def ask_while_connected(question: str) -> Answer:  # up to 50 questions: stop between them once nobody waits
+        check(gone)
+        return ask(question)
+
+    def rank_while_connected(question: str) -> list[str]:
+        check(gone)
+        return rank(question)
+
+    run = evaluate(items, ask=ask_while_connected, rank=rank_while_connected)
     return EvalResponse(aggregates=run.aggregates, results=[asdict(r) for r in run.results])

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import ERRORS, TenantDep
-from api.errors import unsupported_media_type
+from api.errors import NESTED_TOO_DEEP, unsupported_media_type
 from api.jobs import job_response, submit
 from api.routes.documents import check_suffix, describe_validation, document_from_file, document_from_request
 from api.schemas import BatchRequest, JobListResponse, JobResponse
@@ -69,10 +69,11 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 async def add_batch(request: Request, tenant: TenantDep) -> JSONResponse:
     """Queue several documents (repeated multipart 'file' parts, or JSON documents) as one job; answers 202."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    max_chars = tenant.indexer.max_document_chars
     if content_type == "application/json":
-        documents = await _batch_from_json(request)
+        documents = await _batch_from_json(request, max_chars=max_chars)
     elif content_type == "multipart/form-data":
-        documents = await _batch_from_upload(request)
+        documents = await _batch_from_upload(request, max_chars=max_chars)
     else:
         raise unsupported_media_type("send multipart/form-data with one 'file' part per file, or application/json")
     seen: set[str] = set()
@@ -83,11 +84,13 @@ async def add_batch(request: Request, tenant: TenantDep) -> JSONResponse:
     return await submit(request, tenant, documents)
 
 
-async def _batch_from_json(request: Request) -> list[Document]:
+async def _batch_from_json(request: Request, *, max_chars: int | None) -> list[Document]:
     try:
         payload = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput('the body is not valid JSON: send {"documents": [{"text": "..."}, ...]}') from exc
+    except RecursionError as exc:
+        raise InvalidInput(NESTED_TOO_DEEP) from exc
     if isinstance(payload, list):
         payload = {"documents": payload}
     try:
@@ -98,13 +101,13 @@ async def _batch_from_json(request: Request) -> list[Document]:
     documents = []
     for i, req in enumerate(batch.documents):
         try:
-            documents.append(document_from_request(req))
+            documents.append(document_from_request(req, max_chars=max_chars))
         except InvalidInput as exc:
             raise InvalidInput(f"documents.{i}: {exc.message}") from exc
     return documents
 
 
-async def _batch_from_upload(request: Request) -> list[Document]:
+async def _batch_from_upload(request: Request, *, max_chars: int | None) -> list[Document]:
     form = await request.form(max_files=MAX_BATCH_DOCUMENTS, max_fields=8)
     try:
         uploads = form.getlist("file")
@@ -119,7 +122,7 @@ async def _batch_from_upload(request: Request) -> list[Document]:
             files.append((name, await upload.read()))
     finally:
         await form.close()
-    return [await document_from_file(name, data, doc_id=name, source=name) for name, data in files]
+    return [await document_from_file(name, data, doc_id=name, source=name, max_chars=max_chars) for name, data in files]
 
 
 def _check_count(count: int) -> None:

@@ -16,19 +16,22 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ERRORS, ServiceDep
+from api.disconnects import Gone, check, final_answer, while_connected
 from api.errors import error_body
 from api.routes.chat import SSE_HEADERS
+from api.schemas import RequestBody
 from rag.config import MAX_TOP_K
+from rag.embedding import count_tokens
 from rag.errors import InvalidMessage, RAGError
 from rag.retrieval.followup import PriorTurn, history_from_exchanges
 from rag.service import validate_question
-from rag.types import Answer, Citation, SentenceVerdict
+from rag.types import Answer, Citation, SentenceVerdict, TokenUsage
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -57,13 +60,20 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class ChatCompletionRequest(BaseModel):
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(
+        False, description="Send a last chunk with empty choices and the answer's usage, before data: [DONE]."
+    )
+
+
+class ChatCompletionRequest(RequestBody):
     """OpenAI's chat-completions request; sampling parameters (temperature, max_tokens...) are accepted and ignored."""
 
     model: str = Field(MODEL_ID, description=f"Any name; the service answers as {MODEL_ID!r}.")
     messages: list[ChatMessage] = Field(min_length=1, description="The whole conversation; the last one is the user's.")
     stream: bool = Field(False, description="Stream server-sent events of chat.completion.chunk, then data: [DONE].")
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Passages to retrieve (an extension).")
+    stream_options: StreamOptions | None = Field(None, description="With stream=true: include_usage, as OpenAI's.")
 
 
 class AssistantMessage(BaseModel):
@@ -93,6 +103,11 @@ class ChatCompletionResponse(BaseModel):
     created: int
     model: str
     choices: list[CompletionChoice]
+    usage: TokenUsage = Field(
+        description="Generated answers: the model server's counts, passed through. Extractive answers (and generated "
+        "ones the server gave no counts for): the embedder's word pieces, of the messages' text (prompt) and of the "
+        "answer text (completion)."
+    )
 
 
 class ModelCard(BaseModel):
@@ -119,24 +134,51 @@ async def list_models() -> ModelListResponse:
     responses={**ERRORS, 200: {"description": "chat.completion, or with stream=true SSE chunks and data: [DONE]"}},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, service: ServiceDep
+    body: ChatCompletionRequest, service: ServiceDep, request: Request
 ) -> ChatCompletionResponse | StreamingResponse:
     """Answer the last user message with cited sentences, using the earlier messages as context."""
     question, history = split_messages([(m.role, m.text()) for m in body.messages])
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model or MODEL_ID
+    prompt = [m.text() for m in body.messages]
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, question, top_k=body.top_k, context=history)
+
+        def work(gone: Gone) -> Answer:
+            check(gone)
+            events = service.ask_stream(question, top_k=body.top_k, context=history, checkpoint=lambda: check(gone))
+            return final_answer(events, gone)
+
+        answer = await while_connected(request, work)
         return ChatCompletionResponse(
             id=completion_id,
             created=created,
             model=model,
             choices=[CompletionChoice(message=_message(answer))],
+            usage=await run_in_threadpool(usage_of, answer, prompt),
         )
     events = await run_in_threadpool(service.ask_stream, question, top_k=body.top_k, context=history)
-    chunks = _chunks(events, completion_id=completion_id, created=created, model=model)
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    chunks = _chunks(
+        events,
+        completion_id=completion_id,
+        created=created,
+        model=model,
+        usage_prompt=prompt if include_usage else None,
+    )
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def usage_of(answer: Answer, prompt: Sequence[str]) -> TokenUsage:
+    """The answer's token usage: the model server's for a generated answer that has it, else counted in the
+    embedder's word pieces (the messages' texts as the prompt, the answer text as the completion)."""
+    if answer.mode == "generated" and answer.usage is not None:
+        return answer.usage
+    prompt_tokens = sum(count_tokens(text) for text in prompt)
+    completion_tokens = count_tokens(answer.answer)
+    return TokenUsage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )
 
 
 def split_messages(messages: Sequence[tuple[str, str]]) -> tuple[str, list[PriorTurn]]:
@@ -175,14 +217,28 @@ def _message(answer: Answer) -> AssistantMessage:
     )
 
 
-def _chunks(events: Iterator[str | Answer], *, completion_id: str, created: int, model: str) -> Iterator[str]:
+def _chunks(
+    events: Iterator[str | Answer],
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    usage_prompt: Sequence[str] | None = None,
+) -> Iterator[str]:
+    """The stream's chunks; with ``usage_prompt`` (the client asked for usage), a last one with no choices and
+    the usage, as OpenAI sends it."""
+
     def chunk(delta: dict[str, object], finish_reason: str | None = None) -> str:
+        return envelope([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
+
+    def envelope(choices: list[dict[str, object]], **extra: object) -> str:
         body = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            "choices": choices,
+            **extra,
         }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
@@ -192,6 +248,8 @@ def _chunks(events: Iterator[str | Answer], *, completion_id: str, created: int,
             if isinstance(event, Answer):
                 extra = _message(event).model_dump(exclude={"role", "content"})
                 yield chunk(extra, finish_reason="stop")
+                if usage_prompt is not None:
+                    yield envelope([], usage=usage_of(event, usage_prompt).model_dump())
             else:
                 yield chunk({"content": event})
     except RAGError as exc:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rag.errors import LLMUnavailable
+from rag.types import TokenUsage
 
 Message = dict[str, str]
 
@@ -31,8 +32,8 @@ class OpenAIChatLLM:
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
         self._errors: tuple[type[BaseException], ...] = (openai.OpenAIError,)
 
-    def complete(self, messages: list[Message]) -> str:
-        """The whole reply to ``messages``."""
+    def complete(self, messages: list[Message], *, usage: TokenUsage | None = None) -> str:
+        """The whole reply to ``messages``; ``usage`` gets the server's token counts, if it reports them."""
         try:
             response = self._client.chat.completions.create(
                 model=self.model,
@@ -40,6 +41,7 @@ class OpenAIChatLLM:
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
             )
+            _record(response, usage)
             content = response.choices[0].message.content
         except self._errors as exc:
             raise LLMUnavailable(_describe(exc)) from exc
@@ -49,21 +51,28 @@ class OpenAIChatLLM:
             raise LLMUnavailable("the model server's reply had no text")
         return content
 
-    def stream(self, messages: list[Message]) -> Iterator[str]:
-        """The reply to ``messages`` as the model writes it; the whole stream is bounded by the timeout."""
+    def stream(self, messages: list[Message], *, usage: TokenUsage | None = None) -> Iterator[str]:
+        """The reply to ``messages`` as the model writes it; the whole stream is bounded by the timeout.
+
+        ``usage`` gets the server's token counts from the stream's last chunk, if the server sends one (OpenAI's
+        ``stream_options.include_usage``; servers that do not know the option ignore it) and the stream is read
+        to its end.
+        """
         deadline = time.monotonic() + self.timeout_s
         try:
-            chunks: Any = self._client.chat.completions.create(
+            chunks: Any = self._client.chat.completions.create(  # type: ignore[call-overload]
                 model=self.model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
                 stream=True,
+                stream_options={"include_usage": True},
             )
             try:
                 for chunk in chunks:
                     if time.monotonic() > deadline:
                         raise LLMUnavailable(f"the model server took longer than {self.timeout_s:g} s")
+                    _record(chunk, usage)
                     if not chunk.choices:
                         continue
                     delta = chunk.choices[0].delta.content
@@ -75,6 +84,16 @@ class OpenAIChatLLM:
             raise LLMUnavailable(_describe(exc)) from exc
         except (AttributeError, IndexError, TypeError) as exc:
             raise LLMUnavailable(f"the model server's stream was malformed ({exc})") from exc
+
+
+def _record(response: Any, usage: TokenUsage | None) -> None:
+    """Copy a reply's (or a chunk's) token counts into ``usage``; a reply without whole counts changes nothing."""
+    reported = getattr(response, "usage", None)
+    if usage is None or reported is None:
+        return
+    counts = [getattr(reported, name, None) for name in ("prompt_tokens", "completion_tokens", "total_tokens")]
+    if all(isinstance(count, int) and count >= 0 for count in counts):
+        usage.prompt_tokens, usage.completion_tokens, usage.total_tokens = counts  # type: ignore[assignment]
 
 
 def _describe(exc: BaseException) -> str:

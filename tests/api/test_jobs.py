@@ -300,6 +300,8 @@ def test_pdf_upload_over_the_limit_is_a_job(http: httpx.Client) -> None:
     response = http.post("/documents", headers=A, files={"file": ("report.pdf", io.BytesIO(pdf), "application/pdf")})
     assert response.status_code == 202, response.text
     assert _wait(http, response.headers["location"], A, until={"done", "failed"})["status"] == "done"
+    stored = http.get("/documents/report.pdf", headers=A).json()
+    assert [p["page"] for p in stored["pages"]] == [1], "the job lost the PDF's pages"
 
 
 def test_an_unusable_jobs_file_fails_jobs_only_until_moved_aside(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from api.routes.openai_compat import split_messages
+from rag.embedding import count_tokens
 from rag.errors import InvalidMessage, InvalidQuestion
 from tests.conftest import SEED_DOC_ID, LiveServer
 
@@ -142,3 +143,37 @@ def test_split_messages_last_user_message_is_the_question() -> None:
 def test_split_messages_bad_conversation_raises(messages: list[tuple[str, str]], error: type[Exception]) -> None:
     with pytest.raises(error):
         split_messages(messages)
+
+
+def _word_pieces(*texts: str) -> int:
+    return sum(count_tokens(text) for text in texts)
+
+
+@pytest.mark.parametrize("question", [VRAEM, "What is the capital of France?"])
+def test_openai_usage_counts_word_pieces_of_the_messages_and_the_answer(client: openai.OpenAI, question: str) -> None:
+    messages = [{"role": "system", "content": "Answer from the documents."}, {"role": "user", "content": question}]
+    completion = client.chat.completions.create(model="x", messages=messages)  # type: ignore[arg-type]
+    usage = completion.usage
+    assert usage is not None
+    assert usage.prompt_tokens == _word_pieces("Answer from the documents.", question)
+    assert usage.completion_tokens == _word_pieces(completion.choices[0].message.content or "") > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_openai_stream_reports_usage_last_only_when_asked(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": VRAEM}]
+    plain = client.chat.completions.create(model="x", messages=messages)  # type: ignore[arg-type]
+    asked = list(
+        client.chat.completions.create(
+            model="x",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    # OpenAI's shape: after the chunk that finishes the answer, one chunk with no choices and the usage.
+    assert asked[-1].choices == [] and asked[-1].usage == plain.usage
+    assert asked[-2].choices[0].finish_reason == "stop"
+    assert all(chunk.usage is None for chunk in asked[:-1])
+    unasked = list(client.chat.completions.create(model="x", messages=messages, stream=True))  # type: ignore[arg-type]
+    assert unasked[-1].choices and all(chunk.usage is None for chunk in unasked)

@@ -53,3 +53,6 @@ def test_a_live_process_keeps_its_job_and_a_tenant_runs_one_job_at_a_time(tmp_pa
     # Neither replica takes the other's live job away.
     assert one.reclaim(replica_one) == [] and two.reclaim(replica_two) == []
     assert two.pending(first.job_id)[0][1] == _doc("a")
+    paged = Document.from_pages(doc_id="p.pdf", source="p.pdf", pages=["Page one.", "Page two."])
+    job = one.create(tenant="initech", documents=[paged])
+    assert one.pending(job.job_id) == [(0, paged)]  # page starts come back as they went in
