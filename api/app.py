@@ -15,12 +15,14 @@ from api.deps import authenticate
 from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.middleware import EdgeMiddleware
-from api.routes import answers, chat, documents, evaluation, openai_compat, operations, page
+from api.routes import answers, chat, documents, evaluation, jobs, openai_compat, operations, page
 from api.tenancy import LOCAL_TENANT, TenantRegistry
+from index.jobs import JobRunner
 from rag.config import Settings, get_settings
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import StoreUnavailable
 from rag.factory import build_embedder
+from rag.jobs import JobStore
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -58,7 +60,19 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
             except StoreUnavailable:
                 # Start anyway: /ready says 503 and requests get store_unavailable until the store is back.
                 log.warning("store %s unreachable at start; will retry on each request", store)
-        yield
+        runner = JobRunner(
+            store=JobStore(settings.jobs_path),
+            indexer_for=lambda name: registry.get(name).indexer,
+            workers=settings.job_workers,
+            observer=metrics,
+        )
+        app.state.jobs = runner
+        metrics.job_counts = runner.store.counts
+        runner.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runner.stop)
 
     app = FastAPI(
         title="Cited answers",
@@ -73,6 +87,7 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
         EdgeMiddleware, metrics=metrics, max_body=settings.max_body_bytes, allowed_origins=settings.origins()
     )
     app.include_router(answers.router)
+    app.include_router(jobs.router)
     app.include_router(documents.router)
     app.include_router(operations.router)
     app.include_router(evaluation.router)

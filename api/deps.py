@@ -36,7 +36,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
     503: {
         "model": ErrorResponse,
         "description": "Index empty (index_empty), store unavailable (store_unavailable), or, on chat routes, the "
-        "conversations database unusable (conversations_unavailable)",
+        "conversations database unusable (conversations_unavailable), or, on job routes and uploads that would "
+        "become jobs, the jobs database unusable (jobs_unavailable)",
     },
 }
 

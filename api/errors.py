@@ -14,6 +14,8 @@ from rag.errors import (
     DocumentTooLarge,
     IndexEmpty,
     InvalidInput,
+    JobFinished,
+    JobsUnavailable,
     NotFound,
     RAGError,
     StoreUnavailable,
@@ -96,6 +98,8 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (IndexEmpty, 503),
     (StoreUnavailable, 503),
     (ConversationsUnavailable, 503),
+    (JobFinished, 409),
+    (JobsUnavailable, 503),
 ]
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from rag.errors import RAGError
 from rag.types import Answer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOB_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 class Metrics:
@@ -55,6 +59,27 @@ class Metrics:
             buckets=(0, 1, 2, 3, 4, 5, 8),
             registry=self.registry,
         )
+        self.jobs = Gauge(
+            "rag_jobs",
+            "Ingestion jobs by status (queued, running), read from the jobs database at each scrape",
+            ["status"],
+            registry=self.registry,
+        )
+        self.job_duration = Histogram(
+            "rag_job_duration_seconds",
+            "Seconds from a job's start to its end, by how it ended (done, failed, cancelled)",
+            ["status"],
+            buckets=JOB_BUCKETS,
+            registry=self.registry,
+        )
+        self.job_chunks_total = Counter(
+            "rag_job_chunks_embedded_total",
+            "Chunks embedded by ingestion jobs (this process)",
+            ["tenant"],
+            registry=self.registry,
+        )
+        # Set by the app once its job store is open: job counts per status, over every replica sharing it.
+        self.job_counts: Callable[[], dict[str, int]] | None = None
 
     def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -71,5 +96,19 @@ class Metrics:
         if chunks and result in {"added", "updated"}:
             self.chunks.labels(tenant).inc(chunks)
 
+    def job_chunks(self, tenant: str, chunks: int) -> None:
+        self.job_chunks_total.labels(tenant).inc(chunks)
+
+    def job_finished(self, tenant: str, status: str, seconds: float) -> None:
+        self.job_duration.labels(status).observe(seconds)
+
     def render(self) -> bytes:
+        if self.job_counts is not None:
+            try:
+                counts = self.job_counts()
+            except RAGError:  # the jobs database cannot be read (logged there): the gauges keep their last value
+                counts = None
+            for status in ("queued", "running"):
+                if counts is not None:
+                    self.jobs.labels(status).set(counts.get(status, 0))
         return generate_latest(self.registry)

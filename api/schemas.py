@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -188,3 +188,45 @@ class IngestResponse(BaseModel):
     content_hash: str = Field(description="SHA-256 of the normalised text.")
     chunks: int = Field(description="Chunks stored for it.")
     source: str
+
+
+class JobProgress(BaseModel):
+    """How far a job is, in chunks embedded (a batch's total grows as its documents are chunked)."""
+
+    done: int
+    total: int
+    unit: Literal["chunks"] = "chunks"
+
+
+class JobDocumentStatus(BaseModel):
+    """One document of a job."""
+
+    doc_id: str
+    status: str = Field(description="queued, running, added, updated, unchanged, failed or cancelled.")
+    chunks: int
+    error: str | None = None
+
+
+class JobResponse(BaseModel):
+    """An ingestion job's state."""
+
+    job_id: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    status_url: str = Field(description="Where to poll this job: GET it.")
+    progress: JobProgress
+    documents: list[JobDocumentStatus]
+    error: str | None = Field(None, description="Why it failed (failed jobs only).")
+    created_at: float = Field(description="Unix time the job was accepted.")
+    finished_at: float | None = Field(None, description="Unix time it ended (done, failed or cancelled).")
+
+
+class JobListResponse(BaseModel):
+    """The caller's jobs, newest first."""
+
+    jobs: list[JobResponse]
+
+
+class BatchRequest(BaseModel):
+    """Several documents as JSON, indexed by one job (a bare JSON list of documents is taken too)."""
+
+    documents: list[DocumentRequest] = Field(min_length=1, description="The documents, each as for POST /documents.")

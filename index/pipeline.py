@@ -20,7 +20,7 @@ import numpy as np
 from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_document
 from rag.config import Settings
-from rag.embedding import ChunkEmbedder, Embedder
+from rag.embedding import SMALL_BATCH, ChunkEmbedder, Embedder
 from rag.errors import DocumentTooLarge, InvalidInput
 from rag.store import ChromaStore
 from rag.text import sentence_spans
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from multiprocessing.pool import Pool
 
 log = logging.getLogger(__name__)
+
+# Called with (chunks embedded so far, chunks of the document) while one document is embedded.
+Progress = Callable[[int, int], None]
+# Chunks embedded between two progress reports (~2-4 s of a CPU's work: moving, yet batched).
+PROGRESS_CHUNKS = 128
 
 
 @dataclass
@@ -110,8 +115,12 @@ class Indexer:
         self._doc_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def put(self, document: Document) -> int:
-        """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
+    def put(self, document: Document, *, progress: Progress | None = None) -> int:
+        """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count.
+
+        ``progress(done, total)`` is called with the chunks embedded so far, first with 0 once the document is
+        chunked; an exception it raises stops the work before anything of the document is written.
+        """
         chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
         if self.max_chunks is not None and len(chunks) > self.max_chunks:
             raise DocumentTooLarge(
@@ -119,24 +128,29 @@ class Indexer:
                 "document (RAG_MAX_CHUNKS_PER_DOCUMENT): split it into smaller documents, or raise "
                 "RAG_MAX_CHUNKS_PER_DOCUMENT"
             )
-        chunks, vectors = self._embed(chunks)
+        chunks, vectors = self._embed(chunks, progress=progress)
         self.store.replace_documents([(document, chunks, vectors)])
         return len(chunks)
 
-    def ingest(self, document: Document) -> IngestResult:
-        """Store one document unless the store already holds this exact content (idempotent by content hash)."""
+    def ingest(self, document: Document, *, progress: Progress | None = None) -> IngestResult:
+        """Store one document unless the store already holds this exact content (idempotent by content hash).
+
+        ``progress`` as in ``put`` (not called for unchanged content).
+        """
         with self._locks_guard:
             lock = self._doc_locks.setdefault(document.doc_id, threading.Lock())
         with lock:
             previous = self.store.get_document(document.doc_id, with_text=False)
             if previous is not None and previous.content_hash == document.content_hash:
                 return IngestResult("unchanged", document.doc_id, document.content_hash, previous.chunks)
-            chunks = self.put(document)
+            chunks = self.put(document, progress=progress)
         status = "updated" if previous is not None else "added"
         return IngestResult(status, document.doc_id, document.content_hash, chunks)
 
-    def _embed(self, chunks: list[Chunk]) -> tuple[list[Chunk], np.ndarray]:
+    def _embed(self, chunks: list[Chunk], *, progress: Progress | None = None) -> tuple[list[Chunk], np.ndarray]:
         """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""
+        if progress is not None:
+            return self._embed_reporting(chunks, progress)
         texts = [c.text for c in chunks]
         if not isinstance(self.embedder, ChunkEmbedder):
             return chunks, self.embedder.embed(texts)
@@ -146,6 +160,24 @@ class Indexer:
             for c, v in zip(chunks, sentences, strict=True)
         ]
         return with_sentences, vectors
+
+    def _embed_reporting(self, chunks: list[Chunk], progress: Progress) -> tuple[list[Chunk], np.ndarray]:
+        """``_embed`` in slices of PROGRESS_CHUNKS, reporting after each, so a large document shows it is moving."""
+        progress(0, len(chunks))
+        bounds = list(range(0, len(chunks), PROGRESS_CHUNKS))
+        if len(bounds) > 1 and len(chunks) - bounds[-1] <= SMALL_BATCH:
+            bounds.pop()  # a short tail joins the slice before it, keeping every slice on the bulk backend
+        done: list[Chunk] = []
+        vectors: list[np.ndarray] = []
+        for i, lo in enumerate(bounds):
+            hi = bounds[i + 1] if i + 1 < len(bounds) else len(chunks)
+            part, part_vectors = self._embed(chunks[lo:hi])
+            done.extend(part)
+            vectors.append(part_vectors)
+            progress(len(done), len(chunks))
+        if not vectors:
+            return self._embed(chunks)
+        return done, np.concatenate(vectors)
 
     def put_many(self, documents: Iterable[Document], *, progress: Callable[[int], None] | None = None) -> int:
         """Store many documents, embedding their chunks in shared batches; returns the chunk count.

@@ -43,6 +43,10 @@ DEFAULT_MAX_CHUNKS_PER_DOCUMENT = 2_000
 DEFAULT_RATE_LIMIT_PER_MINUTE = 600
 # Unknown API keys per minute from one client address (a token bucket) before every key from it gets 429; 0 = off.
 DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
+# POST /documents bodies above this many bytes are answered 202 and indexed by a job (see index/jobs.py).
+DEFAULT_SYNC_UPLOAD_BYTES = 256 * 1024
+# Threads running ingestion jobs in one process (a tenant's jobs still run one at a time).
+DEFAULT_JOB_WORKERS = 2
 MIN_KEY_CHARS = 16
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -144,6 +148,19 @@ class Settings(BaseSettings):
     conversation_db: Path | None = Field(
         None,
         description="The SQLite file that holds chat conversations; default <data_dir>/conversations.sqlite3.",
+    )
+    jobs_db: Path | None = Field(
+        None,
+        description="The SQLite file that holds ingestion jobs and their uploads; default <data_dir>/jobs.sqlite3.",
+    )
+    sync_upload_bytes: int = Field(
+        DEFAULT_SYNC_UPLOAD_BYTES,
+        ge=0,
+        description="POST /documents bodies over this many bytes become jobs (202 Accepted); smaller ones are indexed "
+        "before the response unless the request says 'Prefer: respond-async'.",
+    )
+    job_workers: int = Field(
+        DEFAULT_JOB_WORKERS, ge=1, le=16, description="Ingestion jobs run at once in one process (one per tenant)."
     )
     max_answer_sentences: int = Field(
         DEFAULT_MAX_ANSWER_SENTENCES, ge=1, le=3, description="At most this many sentences in an extractive answer."
@@ -275,6 +292,11 @@ class Settings(BaseSettings):
     def conversation_path(self) -> Path:
         """Where conversations live: RAG_CONVERSATION_DB, else a file under RAG_DATA_DIR."""
         return self.conversation_db or Path(self.data_dir) / "conversations.sqlite3"
+
+    @property
+    def jobs_path(self) -> Path:
+        """Where ingestion jobs live: RAG_JOBS_DB, else a file under RAG_DATA_DIR (beside the conversations)."""
+        return self.jobs_db or Path(self.data_dir) / "jobs.sqlite3"
 
     @field_validator("precision")
     @classmethod

@@ -8,7 +8,10 @@ RAGError
  │    └── DocumentTooLarge code=document_too_large (over a per-document cap: characters or chunks)
  ├── NotFound              code=not_found
  │    ├── DocumentNotFound code=document_not_found
- │    └── ConversationNotFound code=conversation_not_found
+ │    ├── ConversationNotFound code=conversation_not_found
+ │    └── JobNotFound      code=job_not_found
+ ├── JobFinished           code=job_finished (a finished job cannot be cancelled)
+ ├── JobsUnavailable       code=jobs_unavailable (the jobs database cannot be used)
  ├── IndexEmpty            code=index_empty
  ├── StoreUnavailable      code=store_unavailable
  ├── ConversationsUnavailable code=conversations_unavailable (the conversations database cannot be used)
@@ -80,3 +83,19 @@ class LLMUnavailable(RAGError):
     """The language model server is down, too slow, or answered with something unusable."""
 
     code = "llm_unavailable"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class JobFinished(RAGError):
+    """A job that is already done, failed or cancelled was asked to be cancelled."""
+
+    code = "job_finished"
+
+
+class JobsUnavailable(RAGError):
+    """The jobs database cannot be opened or used; synchronous uploads and every other route still work."""
+
+    code = "jobs_unavailable"

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 
 from api.deps import ERRORS, ServiceDep, TenantDep
 from api.errors import NESTED_TOO_DEEP, unsupported_media_type
+from api.jobs import submit, wants_async
 from api.schemas import (
     MAX_DOC_ID_CHARS,
     DocumentListResponse,
@@ -24,6 +25,7 @@ from api.schemas import (
     DocumentResponse,
     DocumentSummary,
     IngestResponse,
+    JobResponse,
 )
 from index.loaders import SUPPORTED, LoadError, check_size, document_from_bytes
 from rag.errors import InvalidInput
@@ -60,6 +62,11 @@ _ADD_BODY: dict[str, Any] = {
     status_code=201,
     responses={
         200: {"model": IngestResponse, "description": "Updated, or unchanged (the same content was there)"},
+        202: {
+            "model": JobResponse,
+            "description": "Queued as a job (a body over RAG_SYNC_UPLOAD_BYTES, or 'Prefer: respond-async'): "
+            "poll the Location header's URL",
+        },
         415: {"model": ERRORS[422]["model"], "description": "Not JSON or multipart, or an unsupported file type"},
         **ERRORS,
         413: {
@@ -71,7 +78,11 @@ _ADD_BODY: dict[str, Any] = {
     openapi_extra=_ADD_BODY,
 )
 async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
-    """Add or replace a document from JSON text or an uploaded file; the same content again changes nothing."""
+    """Add or replace a document from JSON text or an uploaded file; the same content again changes nothing.
+
+    A body over RAG_SYNC_UPLOAD_BYTES, or a request with 'Prefer: respond-async', is validated, stored as a job and
+    answered 202 with the job and a Location header to poll; bad input is still refused at once.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # Uploads are bounded by the caps, not by the client: once read, a document within them is stored even if its
     # client has gone (a write that must complete), and one over them costs a few seconds at most.
@@ -82,6 +93,8 @@ async def add_document(request: Request, tenant: TenantDep) -> JSONResponse:
         document = await _document_from_upload(request, max_chars=max_chars)
     else:
         raise unsupported_media_type("send application/json {\"text\": ...} or multipart/form-data with a 'file' part")
+    if wants_async(request) or _body_size(request, document) > request.app.state.settings.sync_upload_bytes:
+        return await submit(request, tenant, [document])  # validated above: only the indexing is deferred
     result = await run_in_threadpool(tenant.indexer.ingest, document)
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
@@ -107,11 +120,20 @@ async def _document_from_json(request: Request, *, max_chars: int | None) -> Doc
     try:
         req = DocumentRequest.model_validate(payload)
     except ValidationError as exc:
-        parts = [
-            e["msg"] if e["type"] == "lone_surrogate" else f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        ]
-        raise InvalidInput("; ".join(parts)) from exc
+        raise InvalidInput(describe_validation(exc)) from exc
+    return document_from_request(req, max_chars=max_chars)
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """A pydantic error as one message naming each field at fault."""
+    return "; ".join(
+        e["msg"] if e["type"] == "lone_surrogate" else f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
+
+
+def document_from_request(req: DocumentRequest, *, max_chars: int | None) -> Document:
+    """The Document a JSON document request describes (InvalidInput if it has no text or a bad id)."""
     document = check_size(
         Document.from_text(doc_id="", source="", text=req.text, title=req.title), name="text", max_chars=max_chars
     )
@@ -129,22 +151,40 @@ async def _document_from_upload(request: Request, *, max_chars: int | None) -> D
         if not isinstance(upload, UploadFile):
             raise InvalidInput("file: send the document as a multipart part named 'file' (with a filename)")
         name = Path(upload.filename or "").name
-        suffix = Path(name).suffix.lower()
-        if suffix not in SUPPORTED:
-            raise unsupported_media_type(
-                f"unsupported file type {suffix or '(no extension)'}: send one of {', '.join(sorted(SUPPORTED))}"
-            )
+        check_suffix(name)
         data = await upload.read()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
     finally:
         await form.close()
-    doc_id = _check_doc_id(fields.get("doc_id") or name)
+    return await document_from_file(
+        name, data, doc_id=fields.get("doc_id") or name, source=fields.get("source") or name, max_chars=max_chars
+    )
+
+
+def check_suffix(name: str) -> None:
+    """415 for a file name of a type the loaders do not read."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise unsupported_media_type(
+            f"unsupported file type {suffix or '(no extension)'}: send one of {', '.join(sorted(SUPPORTED))}"
+        )
+
+
+async def document_from_file(name: str, data: bytes, *, doc_id: str, source: str, max_chars: int | None) -> Document:
+    """Decode an uploaded file into a Document (InvalidInput, naming what is wrong, if it cannot be read)."""
+    doc_id = _check_doc_id(doc_id)
     try:
         return await run_in_threadpool(
-            document_from_bytes, name, data, doc_id=doc_id, source=fields.get("source") or name, max_chars=max_chars
+            document_from_bytes, name, data, doc_id=doc_id, source=source, max_chars=max_chars
         )
     except LoadError as exc:
         raise InvalidInput(str(exc)) from exc
+
+
+def _body_size(request: Request, document: Document) -> int:
+    """The request body's size: its Content-Length, else (a chunked body) the document's text in UTF-8."""
+    length = request.headers.get("content-length", "")
+    return int(length) if length.isdigit() else len(document.text.encode())
 
 
 def _check_doc_id(doc_id: str) -> str:

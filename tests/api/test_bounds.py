@@ -29,6 +29,8 @@ FAST_S = 10
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RagServe]:
     base = tmp_path_factory.mktemp("bounds")
     env = {"RAG_DATA_DIR": str(base / "data"), "RAG_DEVICE": "cpu", "RAG_LOG_FORMAT": "text"}
+    # Each test times one request, stored before its answer: large bodies stay synchronous (not jobs) here.
+    env["RAG_SYNC_UPLOAD_BYTES"] = str(64 * 1024 * 1024)
     if CHROMA_URL:
         env |= {"RAG_CHROMA_URL": CHROMA_URL, "RAG_COLLECTION": f"bounds{os.getpid()}{time.time_ns() % 10**8}"}
     with RagServe(env, base / "serve.log") as server:
