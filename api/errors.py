@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import IndexEmpty, InvalidInput, NotFound, RAGError, StoreUnavailable, UnsupportedFile
+from rag.errors import DocumentBusy, IndexEmpty, InvalidInput, NotFound, RAGError, StoreUnavailable, UnsupportedFile
 
 
 class EdgeError(Exception):
@@ -59,6 +59,7 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (UnsupportedFile, 415),
     (InvalidInput, 422),
     (NotFound, 404),
+    (DocumentBusy, 409),
     (IndexEmpty, 503),
     (StoreUnavailable, 503),
 ]
