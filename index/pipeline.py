@@ -24,7 +24,7 @@ from rag.embedding import ChunkEmbedder, Embedder
 from rag.errors import UnsupportedFile
 from rag.store import ChromaStore
 from rag.text import sentence_spans
-from rag.types import Chunk, Document
+from rag.types import Chunk, Document, DocumentInfo
 
 if TYPE_CHECKING:
     from multiprocessing.pool import Pool
@@ -88,9 +88,6 @@ class Indexer:
         self.embedder = embedder
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
-        # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
-        self._doc_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     def put(self, document: Document) -> int:
         """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
@@ -100,16 +97,35 @@ class Indexer:
         return len(chunks)
 
     def ingest(self, document: Document) -> IngestResult:
-        """Store one document unless the store already holds this exact content (idempotent by content hash)."""
-        with self._locks_guard:
-            lock = self._doc_locks.setdefault(document.doc_id, threading.Lock())
-        with lock:
+        """Store one document unless the store already holds this exact content, whole (idempotent by content hash).
+
+        The content is chunked and embedded first, then checked and written under the document's lock
+        (``ChromaStore.locked``), so a delete or another upload of the same id runs wholly before or after this one
+        and the status says what this write did: "added" if the document was not there when it was written.
+        "unchanged" means the record has this content hash *and* the store holds all its chunks; a record whose
+        chunks went missing is re-indexed ("updated").
+        """
+        held = self._stored_whole(document, self.store.get_document(document.doc_id, with_text=False))
+        if held is not None:  # the common re-upload: no embedding, no lock
+            return IngestResult("unchanged", document.doc_id, document.content_hash, held)
+        chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
+        chunks, vectors = self._embed(chunks)
+        with self.store.locked([document.doc_id]):
             previous = self.store.get_document(document.doc_id, with_text=False)
+            held = self._stored_whole(document, previous)
+            if held is not None:  # another writer stored this content meanwhile
+                return IngestResult("unchanged", document.doc_id, document.content_hash, held)
             if previous is not None and previous.content_hash == document.content_hash:
-                return IngestResult("unchanged", document.doc_id, document.content_hash, previous.chunks)
-            chunks = self.put(document)
+                log.warning("document %s lacked some of its %d chunks: re-indexed", document.doc_id, previous.chunks)
+            self.store.replace_documents([(document, chunks, vectors)])
         status = "updated" if previous is not None else "added"
-        return IngestResult(status, document.doc_id, document.content_hash, chunks)
+        return IngestResult(status, document.doc_id, document.content_hash, len(chunks))
+
+    def _stored_whole(self, document: Document, previous: DocumentInfo | None) -> int | None:
+        """The chunk count of ``previous`` if it is this content with all its chunks in the store, else None."""
+        if previous is None or previous.content_hash != document.content_hash:
+            return None
+        return previous.chunks if self.store.has_all_chunks(previous) else None
 
     def _embed(self, chunks: list[Chunk]) -> tuple[list[Chunk], np.ndarray]:
         """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""

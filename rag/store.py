@@ -1,8 +1,9 @@
 """The only place that speaks to Chroma.
 
-Two collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets) and ``<name>-docs`` (the full
-normalised text of each document, its source and content hash). The docs collection's metadata holds a
-``generation`` counter, bumped after every change that derived local state (the BM25 index) must notice.
+Three collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets), ``<name>-docs`` (the full
+normalised text of each document, its source and content hash) and ``<name>-locks`` (one lease per document being
+written: ``locked``, rag.locks). The docs collection's metadata holds a ``generation`` counter, bumped after every
+change that derived local state (the BM25 index) must notice.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import StoreUnavailable
+from rag.locks import DocumentLocks
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
 
@@ -63,6 +65,10 @@ class ChromaStore:
         self._collection = collection
         self._lock = threading.Lock()
         self._opened: tuple[Any, Any, Any, int] | None = None  # client, chunks, docs, max batch
+        self._lock_collection: tuple[Any, Any] | None = None  # (the client it came from, the locks collection)
+        self._doc_locks = DocumentLocks(
+            lambda: self._locks, guard=lambda: _translate_errors(self._reset), batch=lambda: self._max_batch
+        )
         # The embedded store opens at once (a bad path fails early); a server may be down now and come back later,
         # so it is (re)connected on first use and after every connection failure.
         if url is None:
@@ -246,18 +252,42 @@ class ChromaStore:
             )
         ]
 
+    # --- document locks ------------------------------------------------------------------------------------
+    def locked(self, doc_ids: Sequence[str]) -> AbstractContextManager[None]:
+        """Hold the write locks of these documents, so their writes and deletes take turns, across replicas.
+
+        Leases kept in ``<name>-locks`` (see rag.locks). Waits at most ``LOCK_WAIT_S``, then DocumentBusy.
+        """
+        return self._doc_locks.locked(doc_ids)
+
+    @property
+    def _locks(self) -> Any:
+        client = self._client
+        cached = self._lock_collection
+        if cached is None or cached[0] is not client:
+            with _translate_errors(self._reset):
+                collection = client.get_or_create_collection(f"{self._collection}-locks", embedding_function=None)
+            cached = self._lock_collection = (client, collection)
+        return cached[1]
+
     # --- writes --------------------------------------------------------------------------------------------
     def replace_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> None:
         """Make each document's ``chunks`` (with their ``embeddings``) its only chunks: the one write path.
 
-        Order matters for crash safety and for readers: all new chunks are upserted first (ids are
-        content-derived, so a rerun is idempotent), then the document records switch to the new content hashes
-        (retrieval only shows chunks whose hash matches the record), then stale chunks are deleted, then the
-        generation moves once. A crash at any point leaves chunks no reader sees, which the next run completes.
+        Under the documents' locks (``locked``), so no other write or delete of them interleaves. Order matters
+        for crash safety and for readers: all new chunks are upserted first (ids are content-derived, so a rerun is
+        idempotent), then the document records switch to the new content hashes (retrieval only shows chunks whose
+        hash matches the record), then stale chunks are deleted, then the generation moves once. A crash at any
+        point leaves chunks no reader sees, which the next run completes.
         """
         if not items:
             return
         doc_ids = [d.doc_id for d, _, _ in items]
+        with self.locked(doc_ids):
+            self._write(items, doc_ids)
+        self.bump_generation()
+
+    def _write(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]], doc_ids: list[str]) -> None:
         with _translate_errors(self._reset):
             old = self._chunks.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"]
             chunks = [c for _, cs, _ in items for c in cs]
@@ -271,6 +301,7 @@ class ChromaStore:
                     documents=[c.text for c in batch],
                     metadatas=metas[lo : lo + len(batch)],
                 )
+            self._doc_locks.check(doc_ids)  # the switch below is the commit: only while the locks are surely ours
             for lo in range(0, len(items), self._max_batch):
                 group = items[lo : lo + self._max_batch]
                 self._docs.upsert(
@@ -291,7 +322,14 @@ class ChromaStore:
             stale = sorted(set(old) - {c.chunk_id for c in chunks})
             for lo in range(0, len(stale), self._max_batch):
                 self._chunks.delete(ids=stale[lo : lo + self._max_batch])
-        self.bump_generation()
+
+    def has_all_chunks(self, info: DocumentInfo) -> bool:
+        """Whether the store holds as many chunks of this document's recorded content as its record says."""
+        with _translate_errors(self._reset):
+            got = self._chunks.get(
+                where={"$and": [{"doc_id": info.doc_id}, {"content_hash": info.content_hash}]}, include=[]
+            )
+        return len(got["ids"]) >= info.chunks
 
     def sentence_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored in-context sentence vectors of these chunks (those that have them), by chunk id."""
@@ -328,8 +366,8 @@ class ChromaStore:
                 )
 
     def delete_document(self, doc_id: str) -> bool:
-        """Remove a document and its chunks; False if it was not there."""
-        with _translate_errors(self._reset):
+        """Remove a document and its chunks (under its lock, see ``locked``); False if it was not there."""
+        with self.locked([doc_id]), _translate_errors(self._reset):
             existed = bool(self._docs.get(ids=[doc_id], include=[])["ids"])
             # Record first, chunks second: a crash in between leaves orphan chunks that retrieval ignores
             # (no record, so no matching hash) and the next index run deletes.
