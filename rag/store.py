@@ -9,6 +9,8 @@ change that derived local state (the BM25 index) must notice.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.errors import StoreUnavailable
+from rag.errors import DocumentBusy, StoreUnavailable
 from rag.locks import DocumentLocks
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
@@ -30,6 +32,9 @@ _GENERATION = "generation"
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
 _SNAPSHOT_TRIES = 5
+# Test-only: a process whose environment names a document id here kills itself (SIGKILL) after writing that
+# document's chunks and before writing its record, so tests can crash a real `rag serve` exactly there.
+_KILL_BEFORE_RECORD_OF = os.environ.get("RAG_TEST_KILL_BEFORE_RECORD_OF") or None
 
 
 @dataclass(frozen=True)
@@ -278,13 +283,18 @@ class ChromaStore:
         for crash safety and for readers: all new chunks are upserted first (ids are content-derived, so a rerun is
         idempotent), then the document records switch to the new content hashes (retrieval only shows chunks whose
         hash matches the record), then stale chunks are deleted, then the generation moves once. A crash at any
-        point leaves chunks no reader sees, which the next run completes.
+        point leaves chunks no reader sees, which ``repair`` removes (at the next start, or the next index run); a
+        write that fails removes them itself before the error propagates.
         """
         if not items:
             return
         doc_ids = [d.doc_id for d, _, _ in items]
         with self.locked(doc_ids):
-            self._write(items, doc_ids)
+            try:
+                self._write(items, doc_ids)
+            except Exception:
+                self._repair_after_failure(doc_ids)
+                raise
         self.bump_generation()
 
     def _write(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]], doc_ids: list[str]) -> None:
@@ -301,6 +311,9 @@ class ChromaStore:
                     documents=[c.text for c in batch],
                     metadatas=metas[lo : lo + len(batch)],
                 )
+            if _KILL_BEFORE_RECORD_OF in doc_ids:
+                log.warning("RAG_TEST_KILL_BEFORE_RECORD_OF=%s: killing this process", _KILL_BEFORE_RECORD_OF)
+                os.kill(os.getpid(), signal.SIGKILL)
             self._doc_locks.check(doc_ids)  # the switch below is the commit: only while the locks are surely ours
             for lo in range(0, len(items), self._max_batch):
                 group = items[lo : lo + self._max_batch]
@@ -322,6 +335,61 @@ class ChromaStore:
             stale = sorted(set(old) - {c.chunk_id for c in chunks})
             for lo in range(0, len(stale), self._max_batch):
                 self._chunks.delete(ids=stale[lo : lo + self._max_batch])
+
+    def _repair_after_failure(self, doc_ids: Sequence[str]) -> None:
+        """Remove what a failed write left behind, if the store lets us now; else the next start does."""
+        try:
+            removed = sum(self._repair_document(d) for d in doc_ids)
+        except Exception as exc:  # the original error propagates; this one is only logged
+            log.warning(
+                "a write of %d documents failed and could not be cleaned up now (%s): the next start repairs it",
+                len(doc_ids),
+                type(exc).__name__,
+            )
+            return
+        if removed:
+            log.warning("a write failed: removed the %d chunks it had written", removed)
+            self.bump_generation()
+
+    def repair(self, snapshot: ChunkSnapshot | None = None) -> int:
+        """Delete every chunk no reader may see (no record for its document, or a record of another content hash).
+
+        What a crash or a failed write between the chunk write and the record write leaves behind. Candidates come
+        from ``snapshot`` (the BM25 index's, read anyway at start) or from one paged read of the collection; each
+        candidate is re-read and cleaned under its lock, so a write in progress elsewhere is never mistaken for
+        debris. Returns how many chunks were deleted.
+        """
+        if snapshot is None:
+            hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
+            metas = [m for _, m in self._chunk_metadatas()]
+        else:
+            hashes, metas = snapshot.doc_hashes, snapshot.metadatas
+        candidates = {
+            str(m["doc_id"]) for m in metas if m.get("doc_id") and hashes.get(str(m["doc_id"])) != m.get("content_hash")
+        }
+        removed = 0
+        for doc_id in sorted(candidates):
+            try:
+                removed += self._repair_document(doc_id)
+            except DocumentBusy:
+                log.warning("document %s is being written elsewhere: its stray chunks are left for later", doc_id)
+        if removed:
+            self.bump_generation()
+        return removed
+
+    def _repair_document(self, doc_id: str) -> int:
+        with self.locked([doc_id]), _translate_errors(self._reset):
+            record = self._docs.get(ids=[doc_id], include=["metadatas"])
+            current = (record["metadatas"] or [{}])[0].get("content_hash") if record["ids"] else None
+            got = self._chunks.get(where={"doc_id": doc_id}, include=["metadatas"])
+            stale = [
+                i
+                for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)
+                if (m or {}).get("content_hash") != current
+            ]
+            for lo in range(0, len(stale), self._max_batch):
+                self._chunks.delete(ids=stale[lo : lo + self._max_batch])
+        return len(stale)
 
     def has_all_chunks(self, info: DocumentInfo) -> bool:
         """Whether the store holds as many chunks of this document's recorded content as its record says."""
@@ -370,7 +438,7 @@ class ChromaStore:
         with self.locked([doc_id]), _translate_errors(self._reset):
             existed = bool(self._docs.get(ids=[doc_id], include=[])["ids"])
             # Record first, chunks second: a crash in between leaves orphan chunks that retrieval ignores
-            # (no record, so no matching hash) and the next index run deletes.
+            # (no record, so no matching hash) and ``repair`` deletes.
             self._docs.delete(ids=[doc_id])
             ids = self.chunk_ids_of(doc_id)
             for lo in range(0, len(ids), self._max_batch):
@@ -379,16 +447,11 @@ class ChromaStore:
             self.bump_generation()
         return existed
 
-    def orphan_doc_ids(self) -> set[str]:
-        """Doc ids that have chunks but no document record (left by an interrupted delete)."""
-        known = {d.doc_id for d in self.list_documents()}
-        return {str(m.get("doc_id")) for _, m in self._chunk_metadatas()} - known
-
     def stale_chunk_ids(self) -> list[str]:
         """Chunks no reader may see: their document has no record, or a record of another content hash.
 
         An index run killed between writing a document's new record and deleting its old chunks leaves such
-        chunks behind; retrieval already ignores them and the next run deletes them.
+        chunks behind; retrieval already ignores them and ``repair`` deletes them (at start, and in every index run).
         """
         hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
         return sorted(
