@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import (
     ConversationsUnavailable,
+    DocumentBusy,
     IndexEmpty,
     InvalidInput,
     NotFound,
@@ -83,6 +84,7 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (UnsupportedFile, 415),
     (InvalidInput, 422),
     (NotFound, 404),
+    (DocumentBusy, 409),
     (IndexEmpty, 503),
     (StoreUnavailable, 503),
     (ConversationsUnavailable, 503),

@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,10 @@ from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_document
 from rag.config import Settings
 from rag.embedding import ChunkEmbedder, Embedder
-from rag.errors import UnsupportedFile
-from rag.store import ChromaStore
+from rag.errors import DocumentBusy, UnsupportedFile
+from rag.store import ChromaStore, ChunkSnapshot
 from rag.text import sentence_spans
-from rag.types import Chunk, Document
+from rag.types import Chunk, Document, DocumentInfo
 
 if TYPE_CHECKING:
     from multiprocessing.pool import Pool
@@ -88,9 +89,6 @@ class Indexer:
         self.embedder = embedder
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
-        # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
-        self._doc_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     def put(self, document: Document) -> int:
         """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count."""
@@ -100,16 +98,35 @@ class Indexer:
         return len(chunks)
 
     def ingest(self, document: Document) -> IngestResult:
-        """Store one document unless the store already holds this exact content (idempotent by content hash)."""
-        with self._locks_guard:
-            lock = self._doc_locks.setdefault(document.doc_id, threading.Lock())
-        with lock:
+        """Store one document unless the store already holds this exact content, whole (idempotent by content hash).
+
+        The content is chunked and embedded first, then checked and written under the document's lock
+        (``ChromaStore.locked``), so a delete or another upload of the same id runs wholly before or after this one
+        and the status says what this write did: "added" if the document was not there when it was written.
+        "unchanged" means the record has this content hash *and* the store holds all its chunks; a record whose
+        chunks went missing is re-indexed ("updated").
+        """
+        held = self._stored_whole(document, self.store.get_document(document.doc_id, with_text=False))
+        if held is not None:  # the common re-upload: no embedding, no lock
+            return IngestResult("unchanged", document.doc_id, document.content_hash, held)
+        chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
+        chunks, vectors = self._embed(chunks)
+        with self.store.locked([document.doc_id]):
             previous = self.store.get_document(document.doc_id, with_text=False)
+            held = self._stored_whole(document, previous)
+            if held is not None:  # another writer stored this content meanwhile
+                return IngestResult("unchanged", document.doc_id, document.content_hash, held)
             if previous is not None and previous.content_hash == document.content_hash:
-                return IngestResult("unchanged", document.doc_id, document.content_hash, previous.chunks)
-            chunks = self.put(document)
+                log.warning("document %s lacked some of its %d chunks: re-indexed", document.doc_id, previous.chunks)
+            self.store.replace_documents([(document, chunks, vectors)])
         status = "updated" if previous is not None else "added"
-        return IngestResult(status, document.doc_id, document.content_hash, chunks)
+        return IngestResult(status, document.doc_id, document.content_hash, len(chunks))
+
+    def _stored_whole(self, document: Document, previous: DocumentInfo | None) -> int | None:
+        """The chunk count of ``previous`` if it is this content with all its chunks in the store, else None."""
+        if previous is None or previous.content_hash != document.content_hash:
+            return None
+        return previous.chunks if self.store.has_all_chunks(previous) else None
 
     def _embed(self, chunks: list[Chunk]) -> tuple[list[Chunk], np.ndarray]:
         """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""
@@ -287,6 +304,42 @@ class Indexer:
             if bar:
                 bar.close()
 
+    def repair(self, snapshot: ChunkSnapshot | None = None) -> tuple[int, int]:
+        """Make every document in the store whole again; returns (chunks deleted, documents re-indexed).
+
+        Deletes the chunks no reader sees (``ChromaStore.repair``: what a crash or a failed write between the chunk
+        write and the record write leaves), then re-indexes, from the text its record holds, each document whose
+        record counts more chunks than the store has (left by a delete that interleaved with a write before writes
+        took locks). ``snapshot``, if given, spares a read of the whole collection.
+        """
+        removed = self.store.repair(snapshot)
+        if snapshot is None or removed:
+            snapshot = self.store.snapshot()
+        have = Counter((str(m.get("doc_id")), m.get("content_hash")) for m in snapshot.metadatas)
+        reindexed = 0
+        for info in self.store.list_documents():
+            if have[(info.doc_id, info.content_hash)] >= info.chunks:
+                continue
+            stored = self.store.get_document(info.doc_id)
+            if stored is None or not stored.text:
+                continue
+            document = Document(
+                doc_id=stored.doc_id,
+                source=stored.source,
+                text=stored.text,
+                content_hash=stored.content_hash,
+                root=stored.root,
+                title=stored.title,
+            )
+            try:
+                if self.ingest(document).status != "unchanged":
+                    reindexed += 1
+            except DocumentBusy:
+                log.warning("document %s is being written elsewhere: left as that write leaves it", info.doc_id)
+        if removed or reindexed:
+            log.warning("repaired the store: deleted %d stray chunks, re-indexed %d documents", removed, reindexed)
+        return removed, reindexed
+
     def index_paths(self, paths: Iterable[Path], *, show_progress: bool = False) -> IndexReport:
         """Index files and folders; a folder's vanished files are removed from the index.
 
@@ -324,13 +377,13 @@ class Indexer:
 
         self.put_changed(loaded(), known=known, report=report, show_progress=show_progress)
 
-        # Files that disappeared from an indexed folder, and orphans of an interrupted delete.
+        # Files that disappeared from an indexed folder.
         gone = {doc_id for doc_id, (_, root) in known.items() if root in roots and doc_id not in seen}
-        for doc_id in sorted(gone | self.store.orphan_doc_ids()):
+        for doc_id in sorted(gone):
             self.store.delete_document(doc_id)
-            report.removed += doc_id in gone
-        # Old chunks of a document whose new version was recorded just before an interrupted run ended.
-        self.store.delete_chunks(self.store.stale_chunk_ids())
+            report.removed += 1
+        # Chunks left by an interrupted write or delete (this run's, or the service's).
+        self.repair()
         self.backfill_sentence_vectors(report=report, show_progress=show_progress)
         report.seconds = time.perf_counter() - started
         return report

@@ -1,24 +1,28 @@
 """The only place that speaks to Chroma.
 
-Two collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets) and ``<name>-docs`` (the full
-normalised text of each document, its source and content hash). The docs collection's metadata holds a
-``generation`` counter, bumped after every change that derived local state (the BM25 index) must notice.
+Three collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets), ``<name>-docs`` (the full
+normalised text of each document, its source and content hash) and ``<name>-locks`` (one lease per document being
+written: ``locked``, rag.locks). The docs collection's metadata holds a ``generation`` counter, bumped after every
+change that derived local state (the BM25 index) must notice.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.errors import StoreUnavailable
+from rag.errors import DocumentBusy, StoreUnavailable
+from rag.locks import DocumentLocks
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
 
@@ -28,6 +32,9 @@ _GENERATION = "generation"
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
 _SNAPSHOT_TRIES = 5
+# Test-only: a process whose environment names a document id here kills itself (SIGKILL) after writing that
+# document's chunks and before writing its record, so tests can crash a real `rag serve` exactly there.
+_KILL_BEFORE_RECORD_OF = os.environ.get("RAG_TEST_KILL_BEFORE_RECORD_OF") or None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ class ChromaStore:
         self._collection = collection
         self._lock = threading.Lock()
         self._opened: tuple[Any, Any, Any, int] | None = None  # client, chunks, docs, max batch
+        self._lock_collection: tuple[Any, Any] | None = None  # (the client it came from, the locks collection)
+        self._doc_locks = DocumentLocks(
+            lambda: self._locks, guard=lambda: _translate_errors(self._reset), batch=lambda: self._max_batch
+        )
         # The embedded store opens at once (a bad path fails early); a server may be down now and come back later,
         # so it is (re)connected on first use and after every connection failure.
         if url is None:
@@ -246,18 +257,47 @@ class ChromaStore:
             )
         ]
 
+    # --- document locks ------------------------------------------------------------------------------------
+    def locked(self, doc_ids: Sequence[str]) -> AbstractContextManager[None]:
+        """Hold the write locks of these documents, so their writes and deletes take turns, across replicas.
+
+        Leases kept in ``<name>-locks`` (see rag.locks). Waits at most ``LOCK_WAIT_S``, then DocumentBusy.
+        """
+        return self._doc_locks.locked(doc_ids)
+
+    @property
+    def _locks(self) -> Any:
+        client = self._client
+        cached = self._lock_collection
+        if cached is None or cached[0] is not client:
+            with _translate_errors(self._reset):
+                collection = client.get_or_create_collection(f"{self._collection}-locks", embedding_function=None)
+            cached = self._lock_collection = (client, collection)
+        return cached[1]
+
     # --- writes --------------------------------------------------------------------------------------------
     def replace_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> None:
         """Make each document's ``chunks`` (with their ``embeddings``) its only chunks: the one write path.
 
-        Order matters for crash safety and for readers: all new chunks are upserted first (ids are
-        content-derived, so a rerun is idempotent), then the document records switch to the new content hashes
-        (retrieval only shows chunks whose hash matches the record), then stale chunks are deleted, then the
-        generation moves once. A crash at any point leaves chunks no reader sees, which the next run completes.
+        Under the documents' locks (``locked``), so no other write or delete of them interleaves. Order matters
+        for crash safety and for readers: all new chunks are upserted first (ids are content-derived, so a rerun is
+        idempotent), then the document records switch to the new content hashes (retrieval only shows chunks whose
+        hash matches the record), then stale chunks are deleted, then the generation moves once. A crash at any
+        point leaves chunks no reader sees, which ``repair`` removes (at the next start, or the next index run); a
+        write that fails removes them itself before the error propagates.
         """
         if not items:
             return
         doc_ids = [d.doc_id for d, _, _ in items]
+        with self.locked(doc_ids):
+            try:
+                self._write(items, doc_ids)
+            except Exception:
+                self._repair_after_failure(doc_ids)
+                raise
+        self.bump_generation()
+
+    def _write(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]], doc_ids: list[str]) -> None:
         with _translate_errors(self._reset):
             old = self._chunks.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"]
             chunks = [c for _, cs, _ in items for c in cs]
@@ -271,6 +311,10 @@ class ChromaStore:
                     documents=[c.text for c in batch],
                     metadatas=metas[lo : lo + len(batch)],
                 )
+            if _KILL_BEFORE_RECORD_OF in doc_ids:
+                log.warning("RAG_TEST_KILL_BEFORE_RECORD_OF=%s: killing this process", _KILL_BEFORE_RECORD_OF)
+                os.kill(os.getpid(), signal.SIGKILL)
+            self._doc_locks.check(doc_ids)  # the switch below is the commit: only while the locks are surely ours
             for lo in range(0, len(items), self._max_batch):
                 group = items[lo : lo + self._max_batch]
                 self._docs.upsert(
@@ -291,7 +335,69 @@ class ChromaStore:
             stale = sorted(set(old) - {c.chunk_id for c in chunks})
             for lo in range(0, len(stale), self._max_batch):
                 self._chunks.delete(ids=stale[lo : lo + self._max_batch])
-        self.bump_generation()
+
+    def _repair_after_failure(self, doc_ids: Sequence[str]) -> None:
+        """Remove what a failed write left behind, if the store lets us now; else the next start does."""
+        try:
+            removed = sum(self._repair_document(d) for d in doc_ids)
+        except Exception as exc:  # the original error propagates; this one is only logged
+            log.warning(
+                "a write of %d documents failed and could not be cleaned up now (%s): the next start repairs it",
+                len(doc_ids),
+                type(exc).__name__,
+            )
+            return
+        if removed:
+            log.warning("a write failed: removed the %d chunks it had written", removed)
+            self.bump_generation()
+
+    def repair(self, snapshot: ChunkSnapshot | None = None) -> int:
+        """Delete every chunk no reader may see (no record for its document, or a record of another content hash).
+
+        What a crash or a failed write between the chunk write and the record write leaves behind. Candidates come
+        from ``snapshot`` (the BM25 index's, read anyway at start) or from one paged read of the collection; each
+        candidate is re-read and cleaned under its lock, so a write in progress elsewhere is never mistaken for
+        debris. Returns how many chunks were deleted.
+        """
+        if snapshot is None:
+            hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
+            metas = [m for _, m in self._chunk_metadatas()]
+        else:
+            hashes, metas = snapshot.doc_hashes, snapshot.metadatas
+        candidates = {
+            str(m["doc_id"]) for m in metas if m.get("doc_id") and hashes.get(str(m["doc_id"])) != m.get("content_hash")
+        }
+        removed = 0
+        for doc_id in sorted(candidates):
+            try:
+                removed += self._repair_document(doc_id)
+            except DocumentBusy:
+                log.warning("document %s is being written elsewhere: its stray chunks are left for later", doc_id)
+        if removed:
+            self.bump_generation()
+        return removed
+
+    def _repair_document(self, doc_id: str) -> int:
+        with self.locked([doc_id]), _translate_errors(self._reset):
+            record = self._docs.get(ids=[doc_id], include=["metadatas"])
+            current = (record["metadatas"] or [{}])[0].get("content_hash") if record["ids"] else None
+            got = self._chunks.get(where={"doc_id": doc_id}, include=["metadatas"])
+            stale = [
+                i
+                for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)
+                if (m or {}).get("content_hash") != current
+            ]
+            for lo in range(0, len(stale), self._max_batch):
+                self._chunks.delete(ids=stale[lo : lo + self._max_batch])
+        return len(stale)
+
+    def has_all_chunks(self, info: DocumentInfo) -> bool:
+        """Whether the store holds as many chunks of this document's recorded content as its record says."""
+        with _translate_errors(self._reset):
+            got = self._chunks.get(
+                where={"$and": [{"doc_id": info.doc_id}, {"content_hash": info.content_hash}]}, include=[]
+            )
+        return len(got["ids"]) >= info.chunks
 
     def sentence_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored in-context sentence vectors of these chunks (those that have them), by chunk id."""
@@ -328,11 +434,11 @@ class ChromaStore:
                 )
 
     def delete_document(self, doc_id: str) -> bool:
-        """Remove a document and its chunks; False if it was not there."""
-        with _translate_errors(self._reset):
+        """Remove a document and its chunks (under its lock, see ``locked``); False if it was not there."""
+        with self.locked([doc_id]), _translate_errors(self._reset):
             existed = bool(self._docs.get(ids=[doc_id], include=[])["ids"])
             # Record first, chunks second: a crash in between leaves orphan chunks that retrieval ignores
-            # (no record, so no matching hash) and the next index run deletes.
+            # (no record, so no matching hash) and ``repair`` deletes.
             self._docs.delete(ids=[doc_id])
             ids = self.chunk_ids_of(doc_id)
             for lo in range(0, len(ids), self._max_batch):
@@ -341,16 +447,11 @@ class ChromaStore:
             self.bump_generation()
         return existed
 
-    def orphan_doc_ids(self) -> set[str]:
-        """Doc ids that have chunks but no document record (left by an interrupted delete)."""
-        known = {d.doc_id for d in self.list_documents()}
-        return {str(m.get("doc_id")) for _, m in self._chunk_metadatas()} - known
-
     def stale_chunk_ids(self) -> list[str]:
         """Chunks no reader may see: their document has no record, or a record of another content hash.
 
         An index run killed between writing a document's new record and deleting its old chunks leaves such
-        chunks behind; retrieval already ignores them and the next run deletes them.
+        chunks behind; retrieval already ignores them and ``repair`` deletes them (at start, and in every index run).
         """
         hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
         return sorted(

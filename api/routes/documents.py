@@ -40,6 +40,10 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
         "source": {"type": "string", "description": "Shown in citations; defaults to the file's name."},
     },
 }
+# A write or delete waits for another one of the same document; 409 only if that one holds it too long.
+_BUSY: dict[int | str, dict[str, Any]] = {
+    409: {"model": ERRORS[422]["model"], "description": "Another write of this document is in progress; retry"}
+}
 _ADD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -58,6 +62,7 @@ _ADD_BODY: dict[str, Any] = {
     responses={
         200: {"model": IngestResponse, "description": "Updated, or unchanged (the same content was there)"},
         415: {"model": ERRORS[422]["model"], "description": "Not JSON or multipart, or an unsupported file type"},
+        **_BUSY,
         **ERRORS,
     },
     openapi_extra=_ADD_BODY,
@@ -165,7 +170,7 @@ async def get_document(doc_id: str, service: ServiceDep) -> DocumentResponse:
     )
 
 
-@router.delete("/documents/{doc_id:path}", status_code=204, responses=ERRORS)
+@router.delete("/documents/{doc_id:path}", status_code=204, responses={**_BUSY, **ERRORS})
 async def delete_document(doc_id: str, request: Request, tenant: TenantDep) -> Response:
     """Delete one document and all its chunks (404 if the caller has no such document)."""
     await run_in_threadpool(tenant.service.delete_document, doc_id)
