@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.errors import StoreUnavailable
+from rag.store_outage import Connecting, bound_requests
+from rag.store_outage import translate_errors as _translate_errors
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
 
@@ -28,6 +28,7 @@ _GENERATION = "generation"
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
 _SNAPSHOT_TRIES = 5
+DEFAULT_TIMEOUT_S = 5.0  # rag.config.DEFAULT_CHROMA_TIMEOUT_S, the setting RAG_CHROMA_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,23 @@ class ChunkSnapshot:
 class ChromaStore:
     """Chunks, embeddings and document texts of one tenant's collection."""
 
-    def __init__(self, *, path: Path | None = None, url: str | None = None, collection: str) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path | None = None,
+        url: str | None = None,
+        collection: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         if not (path or url):
             raise ValueError("ChromaStore needs a path (embedded) or a url (Chroma server)")
         self._path = path
         self._url = url
         self._collection = collection
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._opened: tuple[Any, Any, Any, int] | None = None  # client, chunks, docs, max batch
+        self._connecting: Connecting | None = None
         # The embedded store opens at once (a bad path fails early); a server may be down now and come back later,
         # so it is (re)connected on first use and after every connection failure.
         if url is None:
@@ -70,36 +80,69 @@ class ChromaStore:
 
     def _open(self) -> tuple[Any, Any, Any, int]:
         opened = self._opened
-        if opened is not None:
-            return opened
+        if opened is None:
+            opened = self._connect() if self._url else self._open_embedded()
+        return opened
+
+    def _open_embedded(self) -> tuple[Any, Any, Any, int]:
         with self._lock, _translate_errors(self._reset):
             if self._opened is None:
                 import chromadb
                 from chromadb.config import Settings as ChromaSettings
 
-                chroma_settings = ChromaSettings(anonymized_telemetry=False)
-                if self._url:
-                    from urllib.parse import urlparse
-
-                    parsed = urlparse(self._url)
-                    client = chromadb.HttpClient(
-                        host=parsed.hostname or "127.0.0.1",
-                        port=parsed.port or 8000,
-                        ssl=parsed.scheme == "https",
-                        settings=chroma_settings,
-                    )
-                else:
-                    assert self._path is not None
-                    self._path.mkdir(parents=True, exist_ok=True)
-                    client = chromadb.PersistentClient(path=str(self._path), settings=chroma_settings)
-                chunks = client.get_or_create_collection(
-                    f"{self._collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+                assert self._path is not None
+                self._path.mkdir(parents=True, exist_ok=True)
+                client = chromadb.PersistentClient(
+                    path=str(self._path), settings=ChromaSettings(anonymized_telemetry=False)
                 )
-                docs = client.get_or_create_collection(
-                    f"{self._collection}-docs", embedding_function=None, metadata={_GENERATION: 0}
-                )
-                self._opened = (client, chunks, docs, int(client.get_max_batch_size()))
+                self._opened = _collections(client, self._collection)
             return self._opened
+
+    def _connect(self) -> tuple[Any, Any, Any, int]:
+        """Connect to the server, waiting at most the timeout.
+
+        chromadb's HttpClient talks to the server while it is built, before a timeout can be set on it, so it is
+        built in a thread of its own: a hung server then holds that one thread (until it answers), never the caller
+        nor the lock. One attempt at a time: callers that arrive while it runs wait for the same attempt.
+        """
+        with self._lock:
+            if self._opened is not None:
+                return self._opened
+            attempt = self._connecting
+            if attempt is None or attempt.done.is_set():
+                attempt = self._connecting = Connecting()
+                threading.Thread(target=self._build_client, args=(attempt,), name="chroma-connect", daemon=True).start()
+        with _translate_errors(self._reset):
+            if not attempt.done.wait(self._timeout_s):
+                raise TimeoutError(f"the Chroma server did not answer within {self._timeout_s:g} s")
+            if attempt.error is not None:
+                raise attempt.error
+            assert attempt.opened is not None
+            return attempt.opened
+
+    def _build_client(self, attempt: Connecting) -> None:
+        try:
+            from urllib.parse import urlparse
+
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+
+            assert self._url is not None
+            parsed = urlparse(self._url)
+            client = chromadb.HttpClient(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or 8000,
+                ssl=parsed.scheme == "https",
+                settings=ChromaSettings(anonymized_telemetry=False),
+            )
+            bound_requests(client, self._timeout_s)
+            attempt.opened = _collections(client, self._collection)
+            with self._lock:
+                self._opened = attempt.opened
+        except BaseException as exc:  # handed to the callers waiting for this attempt
+            attempt.error = exc
+        finally:
+            attempt.done.set()
 
     def _reset(self) -> None:
         """Forget a server connection that failed, so the next call reconnects."""
@@ -388,6 +431,14 @@ class ChromaStore:
             docs.modify(metadata=meta)
 
 
+def _collections(client: Any, name: str) -> tuple[Any, Any, Any, int]:
+    chunks = client.get_or_create_collection(
+        f"{name}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
+    docs = client.get_or_create_collection(f"{name}-docs", embedding_function=None, metadata={_GENERATION: 0})
+    return client, chunks, docs, int(client.get_max_batch_size())
+
+
 def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "doc_id": chunk.doc_id,
@@ -449,49 +500,3 @@ def _info(doc_id: str, meta: Any) -> DocumentInfo:
         root=str(meta.get("root", "")),
         title=str(meta.get("title", "")),
     )
-
-
-@contextmanager
-def _translate_errors(on_failure: Callable[[], None] | None = None) -> Iterator[None]:
-    """Turn 'the Chroma server is not there' into StoreUnavailable; let everything else propagate."""
-    try:
-        yield
-    except StoreUnavailable:
-        raise
-    except Exception as exc:
-        if not _is_connection_error(exc):
-            raise
-        if on_failure is not None:
-            on_failure()
-        log.warning("vector store unreachable: %s", type(exc).__name__)
-        raise StoreUnavailable(
-            "the vector store (Chroma server) is unreachable; retry shortly, the service reconnects by itself"
-        ) from exc
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """True for the ways a lost or refused connection to the Chroma server surfaces (httpx, OS, chromadb)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (ConnectionError, TimeoutError)):
-            return True
-        name = type(current).__name__
-        if name in {
-            "ConnectError",
-            "ConnectTimeout",
-            "ReadTimeout",
-            "WriteTimeout",
-            "PoolTimeout",
-            "RemoteProtocolError",
-            "ReadError",
-            "WriteError",
-            "NetworkError",
-        }:
-            return True
-        text = str(current).lower()
-        if "could not connect" in text or "connection refused" in text or "connection reset" in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False

@@ -70,6 +70,7 @@ RAG_BASE = (
     "rag/types.py",
     "rag/text.py",
     "rag/store.py",
+    "rag/store_outage.py",
     "rag/embedding.py",
     "rag/minilm.py",
 )
