@@ -7,17 +7,18 @@ normalised text of each document, its source and content hash). The docs collect
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from rag.store_outage import Connecting, bound_requests
+from rag.store_outage import Connecting, UnsettledWrites, WatchedCollection, bound_requests
 from rag.store_outage import translate_errors as _translate_errors
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
@@ -28,6 +29,8 @@ _GENERATION = "generation"
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
 _SNAPSHOT_TRIES = 5
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 DEFAULT_TIMEOUT_S = 5.0  # rag.config.DEFAULT_CHROMA_TIMEOUT_S, the setting RAG_CHROMA_TIMEOUT_S
 
 
@@ -53,6 +56,18 @@ class ChunkSnapshot:
     doc_hashes: dict[str, str]
 
 
+def _finished_after_outage(
+    method: Callable[Concatenate[ChromaStore, _P], _R],
+) -> Callable[Concatenate[ChromaStore, _P], _R]:
+    """A write that an outage interrupts half-way is replayed whole once the server answers (UnsettledWrites)."""
+
+    @functools.wraps(method)
+    def write(self: ChromaStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return self._unsettled.write(method.__name__, functools.partial(method, self, *args, **kwargs))
+
+    return write
+
+
 class ChromaStore:
     """Chunks, embeddings and document texts of one tenant's collection."""
 
@@ -73,6 +88,7 @@ class ChromaStore:
         self._lock = threading.Lock()
         self._opened: tuple[Any, Any, Any, int] | None = None  # client, chunks, docs, max batch
         self._connecting: Connecting | None = None
+        self._unsettled = UnsettledWrites(timeout_s)
         # The embedded store opens at once (a bad path fails early); a server may be down now and come back later,
         # so it is (re)connected on first use and after every connection failure.
         if url is None:
@@ -82,6 +98,8 @@ class ChromaStore:
         opened = self._opened
         if opened is None:
             opened = self._connect() if self._url else self._open_embedded()
+        # Writes an outage interrupted are finished before anything else reads or writes the store.
+        self._unsettled.settle()
         return opened
 
     def _open_embedded(self) -> tuple[Any, Any, Any, int]:
@@ -155,11 +173,11 @@ class ChromaStore:
 
     @property
     def _chunks(self) -> Any:
-        return self._open()[1]
+        return WatchedCollection(self._open()[1], self._unsettled.changing)
 
     @property
     def _docs(self) -> Any:
-        return self._open()[2]
+        return WatchedCollection(self._open()[2], self._unsettled.changing)
 
     @property
     def _max_batch(self) -> int:
@@ -290,6 +308,7 @@ class ChromaStore:
         ]
 
     # --- writes --------------------------------------------------------------------------------------------
+    @_finished_after_outage
     def replace_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> None:
         """Make each document's ``chunks`` (with their ``embeddings``) its only chunks: the one write path.
 
@@ -370,6 +389,7 @@ class ChromaStore:
                     ids=list(ids[lo : lo + self._max_batch]), metadatas=metas[lo : lo + self._max_batch]
                 )
 
+    @_finished_after_outage
     def delete_document(self, doc_id: str) -> bool:
         """Remove a document and its chunks; False if it was not there."""
         with _translate_errors(self._reset):

@@ -2,10 +2,12 @@
 
 A real `chroma run` and a real `rag serve` process. /ask, /ready and the document routes answer 503
 ``store_unavailable`` within the timeout while the server is stopped, /health stays 200, a burst of requests larger
-than the worker pool does not pin it, and after SIGCONT everything answers again.
+than the worker pool does not pin it, and after SIGCONT everything answers again. A write interrupted half-way (the
+server stopped before it received one of the write's requests, or after it committed it but before it answered)
+leaves its document whole or absent once the server answers again: never listed with chunks that are not there.
 
-rag serve talks to Chroma through a transparent TCP relay that can send SIGSTOP to the real server at one exact
-request (or that request's answer); the hang itself is real.
+To stop the server at one exact request of a write, rag serve talks to Chroma through a transparent TCP relay that
+sends SIGSTOP to the real server when it sees that request (or that request's answer); the hang itself is real.
 """
 
 from __future__ import annotations
@@ -226,3 +228,66 @@ def _store_state(server: ChromaServer, doc_id: str) -> tuple[tuple[str, int] | N
     for meta in chunks:
         by_hash[str(meta["content_hash"])] = by_hash.get(str(meta["content_hash"]), 0) + 1
     return record, by_hash
+
+
+def _version(n: int) -> str:
+    """A document of a few chunks, every chunk different from every other version's."""
+    return " ".join(
+        f"Version {n} of the gamma manual, section {s}: the gamma pump number {n * 100 + s} runs at "
+        f"{n * 7 + s} bar and is checked every {s + n} days by the night shift. " * 6
+        for s in range(4)
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "kind", "nth", "hold"),
+    [
+        ("POST", "upsert", 1, "request"),  # the new chunks never arrive
+        ("POST", "upsert", 1, "response"),  # the new chunks land, the record does not switch
+        ("POST", "upsert", 2, "response"),  # record switched, the old chunks are not deleted
+        ("POST", "delete", 1, "response"),  # old chunks deleted, the generation does not move
+        ("DELETE", "delete", 1, "response"),  # the record is deleted, its chunks are not
+    ],
+)
+def test_write_interrupted_by_a_hung_server_leaves_the_document_whole_or_absent(
+    stack: Stack, route: str, kind: str, nth: int, hold: str
+) -> None:
+    url = stack.api.url
+    doc_id = f"gamma-{route}-{kind}{nth}-{hold}"
+    first = httpx.post(f"{url}/documents", json={"doc_id": doc_id, "text": _version(1)}, timeout=60)
+    assert first.status_code == 201, first.text
+    assert first.json()["chunks"] >= 2
+    # BM25 built at this version: a write that ends without moving the generation leaves it stale (and visible).
+    assert _ask_gamma(url).status_code == 200
+
+    stack.relay.arm(kind, nth, hold)
+    try:
+        if route == "POST":
+            response, _ = _timed("POST", f"{url}/documents", json={"doc_id": doc_id, "text": _version(2)})
+        else:
+            response, _ = _timed("DELETE", f"{url}/documents/{doc_id}")
+        assert stack.relay.fired_at is not None, "the relay never saw the request it was to stop the server at"
+        _assert_store_unavailable(response, time.monotonic() - stack.relay.fired_at, f"{route} /documents")
+    finally:
+        stack.relay.resume_server()
+
+    listed = httpx.get(f"{url}/documents", timeout=60)
+    assert listed.status_code == 200, listed.text
+    summary = {d["doc_id"]: d for d in listed.json()["documents"]}.get(doc_id)
+    record, by_hash = _store_state(stack.server, doc_id)
+    mine = [p for p in _ask_gamma(url).json()["passages"] if p["doc_id"] == doc_id]
+    if record is None:
+        assert summary is None and by_hash == {}, f"absent, yet chunks are left: {by_hash}"
+        assert mine == [], "a deleted document is still retrieved"
+    else:
+        content_hash, chunks = record
+        assert summary is not None and summary["content_hash"] == content_hash and summary["chunks"] == chunks
+        assert by_hash == {content_hash: chunks}, f"the record says {chunks} chunks of {content_hash}: {by_hash}"
+        # Readers see exactly that version, on both sides: every passage lies at its offsets in the stored text.
+        text = httpx.get(f"{url}/documents/{doc_id}", timeout=60).json()["text"]
+        assert mine and all(text[p["start"] : p["end"]] == p["text"] for p in mine)
+        assert any(p["bm25_score"] is not None for p in mine), "BM25 does not know the version in the store"
+
+
+def _ask_gamma(url: str) -> httpx.Response:
+    return httpx.post(f"{url}/ask", json={"question": "How often is the gamma pump checked?", "top_k": 50}, timeout=60)
