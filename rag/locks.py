@@ -9,6 +9,11 @@ commit a writer calls ``check``, so a holder stalled past its lease aborts (Docu
 next holder; only a stall of more than a lease between that check and the commit is not caught (Chroma offers no
 conditional write to fence it). Expiry reads the wall clock: replicas' clocks must agree to within a few seconds.
 
+When the server stops answering while a lock is held (or while it is taken: the add may land later), releasing it
+would only wait out another timeout, so the lease is abandoned: other replicas wait for it to expire, and this
+process's next lock of that document deletes it first, so a retry or the repair of that document (rag.store) does
+not wait for its own dead lease.
+
 This module does not import chromadb: rag.store hands it the collection, its error translation and its batch size.
 """
 
@@ -50,33 +55,48 @@ class DocumentLocks:
         self._guard = guard  # turns a lost connection into StoreUnavailable
         self._batch = batch
         self._held = threading.local()  # doc_id -> token, of the locks this thread holds
+        self._abandoned: dict[str, set[str]] = {}  # doc_id -> tokens of leases this process left in an outage
+        self._abandoned_guard = threading.Lock()
 
     @contextmanager
-    def locked(self, doc_ids: Sequence[str]) -> Iterator[None]:
-        """Hold the locks of these documents (all or none); DocumentBusy after ``LOCK_WAIT_S`` of waiting."""
+    def locked(self, doc_ids: Sequence[str], *, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+        """Hold the locks of these documents (all or none); DocumentBusy after ``wait_s`` of waiting."""
         held = self._held_by_thread()
         wanted = sorted({d for d in doc_ids if d not in held})
         if not wanted:
             yield
             return
-        token = self._acquire(wanted)
+        token = self._acquire(wanted, wait_s)
         held.update(dict.fromkeys(wanted, token))
         stop = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(wanted, token, stop), daemon=True)
         heartbeat.start()
+        outage = False
         try:
             yield
+        except StoreUnavailable:
+            outage = True
+            raise
         finally:
             stop.set()
-            heartbeat.join()
+            if not outage:  # else it may be waiting out a timeout itself; stopped, it renews at most once more
+                heartbeat.join()
             for doc_id in wanted:
                 held.pop(doc_id, None)
-            try:
-                self._release(wanted, token)
-            except StoreUnavailable:
-                log.warning(
-                    "could not release the locks of %d documents: their leases expire by themselves", len(wanted)
-                )
+            if outage:
+                self._abandon(wanted, token)  # the server does not answer: a release would wait out a timeout
+            else:
+                try:
+                    self._release(wanted, token)
+                except StoreUnavailable:
+                    log.warning(
+                        "could not release the locks of %d documents: their leases expire by themselves", len(wanted)
+                    )
+                    self._abandon(wanted, token)
+
+    def holds_any(self) -> bool:
+        """Whether this thread holds a document lock."""
+        return bool(self._held_by_thread())
 
     def check(self, doc_ids: Sequence[str]) -> None:
         """Make sure this thread still holds these locks, and extend them; DocumentBusy if one was taken over."""
@@ -98,10 +118,39 @@ class DocumentLocks:
             held = self._held.locks = {}
         return held
 
-    def _acquire(self, doc_ids: list[str]) -> str:
+    def _acquire(self, doc_ids: list[str], wait_s: float) -> str:
         """All or none: two writers each holding a part of the other's documents would wait for each other."""
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + LOCK_WAIT_S
+        self._reclaim(doc_ids)
+        try:
+            return self._take(doc_ids, token, time.monotonic() + wait_s)
+        except StoreUnavailable:
+            self._abandon(doc_ids, token)  # its add may still land
+            raise
+
+    def _abandon(self, doc_ids: Sequence[str], token: str) -> None:
+        with self._abandoned_guard:
+            for doc_id in doc_ids:
+                self._abandoned.setdefault(doc_id, set()).add(token)
+
+    def _reclaim(self, doc_ids: Sequence[str]) -> None:
+        """Delete the leases this process abandoned on these documents (see the module's docstring)."""
+        with self._abandoned_guard:
+            mine = {d: self._abandoned.pop(d) for d in doc_ids if d in self._abandoned}
+        if not mine:
+            return
+        try:
+            with self._guard():
+                for doc_id, tokens in mine.items():
+                    for token in tokens:
+                        self._collection().delete(ids=[doc_id], where={"owner": token})
+        except BaseException:
+            for doc_id, tokens in mine.items():
+                for token in tokens:
+                    self._abandon([doc_id], token)
+            raise
+
+    def _take(self, doc_ids: list[str], token: str, deadline: float) -> str:
         while True:
             now = time.time()
             with self._guard():

@@ -1,9 +1,11 @@
 """The service repairs its own store: chunks left without their record (a crash or a failed write between the
-chunk write and the record write) are removed at `rag serve` start and right after the failed write."""
+chunk write and the record write) are removed at `rag serve` start and, after a failed write, by the next store call
+(never inside another write of the same document)."""
 
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from api.app import create_app
 from rag.factory import open_store
 from rag.store import ChromaStore
 from tests.api.test_chroma_server import ApiProcess
+from tests.api.test_document_races import _assert_whole_or_gone, _Pausing, _store, _version
 from tests.conftest import make_settings
 
 
@@ -110,3 +113,53 @@ def test_start_reindexes_a_document_whose_record_counts_chunks_the_store_lost(tm
         assert len(store.chunk_ids_of("log")) == added["chunks"] == _listed_chunks(client)
         body = client.post("/ask", json={"question": "Who filed harbour log entry 12?", "top_k": 50}).json()
         assert body["passages"] and {p["doc_id"] for p in body["passages"]} == {"log"}
+
+
+def test_repair_marked_during_an_upload_does_not_run_inside_it(
+    tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A DELETE that fails (its lock request's connection drops) marks 'zeta' for repair while an upload of it holds
+    its lock, its new chunks on the way: the repair waits for the upload to end. Run inside it, between the new
+    chunks and the new record, it would take those chunks for debris and leave the new record without them."""
+    settings = make_settings(tmp_path / "data")
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        assert client.post("/documents", json={"doc_id": "zeta", "text": _version(1)}).status_code == 201
+        armed, reached, proceed = threading.Event(), threading.Event(), threading.Event()
+        armed.set()
+        real_chunks, real_locks = ChromaStore._chunks, ChromaStore._locks
+        monkeypatch.setattr(
+            ChromaStore,
+            "_chunks",
+            property(lambda self: _Pausing(real_chunks.fget(self), "upsert", armed, reached, proceed)),  # type: ignore[attr-defined]
+        )
+        results: dict[str, httpx.Response] = {}
+        upload = threading.Thread(
+            target=lambda: results.setdefault(
+                "upload", client.post("/documents", json={"doc_id": "zeta", "text": _version(2)})
+            )
+        )
+        upload.start()
+        try:
+            assert reached.wait(60), "the upload never reached its chunk write"
+
+            class DroppingLocks:
+                def __init__(self, inner: Any) -> None:
+                    self.inner = inner
+
+                def add(self, **kwargs: Any) -> Any:
+                    raise httpx.ConnectError("connection reset by peer")
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(self.inner, name)
+
+            with monkeypatch.context() as patch:
+                patch.setattr(ChromaStore, "_locks", property(lambda self: DroppingLocks(real_locks.fget(self))))  # type: ignore[attr-defined]
+                failed = client.delete("/documents/zeta")
+            assert failed.status_code == 503 and failed.json()["detail"]["code"] == "store_unavailable"
+        finally:
+            proceed.set()
+            upload.join(timeout=60)
+        assert results["upload"].status_code == 200 and results["upload"].json()["status"] == "updated"
+        assert _assert_whole_or_gone(client, _store(client), "zeta"), "the upload came last: zeta must be there"
+        body = client.post("/ask", json={"question": "how many times must the zeta valve be turned?"}).json()
+        assert {p["text"].split("Version ")[1].split(" ")[0] for p in body["passages"]} == {"2"}
