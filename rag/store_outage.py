@@ -128,12 +128,14 @@ class PendingRepairs:
     (``ChromaStore.repair``: its record, the write's commit point, decides which chunks stay, the rest go, and the
     generation moves), so the caller that got 503 finds the old version whole, the new one whole, or none. Kept in
     memory: if this process ends first, the repair of the whole store at the next ``rag serve`` start or ``rag
-    index`` run does it.
+    index`` run does it. Not caught: a request the server commits only after the repair read its document (one
+    still queued in a server that resumed); its chunks, which no reader sees, go at that next whole-store repair.
 
-    One pass at a time, never inside another (the repair's own store calls do not start one); the store never starts
-    one in a thread that holds a document lock. A pass takes each document's lock without waiting: one another
-    writer holds is tried again after ``BUSY_RETRY_S``. Callers that waited for a pass that then failed fail at once
-    (a burst of requests during an outage costs one timeout, not one each), and none waits longer than the timeout.
+    One pass at a time, never inside another (the repair's own store calls do not start one). The store starts no
+    pass in a thread that holds a document lock, except a writer's pass over its own documents right after its own
+    write failed. A pass takes each document's lock without waiting: one another writer holds is tried again after
+    ``BUSY_RETRY_S``. Callers that waited for a pass that then failed fail at once (a burst of requests during an
+    outage costs one timeout, not one each), and none waits longer than the timeout for a pass to start.
     """
 
     def __init__(self, repair: Callable[[list[str]], set[str]], timeout_s: float) -> None:
