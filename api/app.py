@@ -54,7 +54,10 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
             tenant = await run_in_threadpool(registry.get, name)
             await run_in_threadpool(tenant.service.answerer.load)
             try:
-                await run_in_threadpool(tenant.service.retriever.lexical)
+                lexical = await run_in_threadpool(tenant.service.retriever.lexical)
+                # A crash or a failed write may have left chunks without their record: the store is made whole
+                # before the first request (every replica does this; each document is repaired under its lock).
+                await run_in_threadpool(tenant.indexer.repair, lexical.snapshot)
                 chunks = await run_in_threadpool(tenant.service.store.count_chunks)
                 log.info("ready: tenant %s has %d chunks (store %s)", name, chunks, store)
             except StoreUnavailable:

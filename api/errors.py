@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect
 from api.disconnects import ClientGone
 from rag.errors import (
     ConversationsUnavailable,
+    DocumentBusy,
     DocumentTooLarge,
     IndexEmpty,
     InvalidInput,
@@ -95,6 +96,7 @@ STATUS: list[tuple[type[RAGError], int]] = [
     (DocumentTooLarge, 413),
     (InvalidInput, 422),
     (NotFound, 404),
+    (DocumentBusy, 409),
     (IndexEmpty, 503),
     (StoreUnavailable, 503),
     (ConversationsUnavailable, 503),

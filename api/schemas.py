@@ -158,6 +158,7 @@ class ReadyResponse(BaseModel):
     chunks: int
     documents: int
     store_available: bool = True
+    reason: str | None = Field(None, description="Why the service is not ready (null when it is).")
 
 
 MAX_DOC_ID_CHARS = 256

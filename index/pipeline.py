@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,10 @@ from index.chunking import chunk_document
 from index.loaders import SUPPORTED, LoadError, load_document
 from rag.config import Settings
 from rag.embedding import SMALL_BATCH, ChunkEmbedder, Embedder
-from rag.errors import DocumentTooLarge, InvalidInput
-from rag.store import ChromaStore
+from rag.errors import DocumentBusy, DocumentTooLarge, InvalidInput
+from rag.store import ChromaStore, ChunkSnapshot
 from rag.text import sentence_spans
-from rag.types import Chunk, Document
+from rag.types import Chunk, Document, DocumentInfo
 
 if TYPE_CHECKING:
     from multiprocessing.pool import Pool
@@ -107,13 +108,11 @@ class Indexer:
         self.embedder = embedder
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
-        # Per-document caps (None: none): files over max_document_chars are skipped; put() refuses a document of
-        # more than max_chunks chunks before embedding any (rag index, which embeds in shared batches, does not).
+        # Per-document caps (None: none): files over max_document_chars are skipped; put() and ingest() refuse a
+        # document of more than max_chunks chunks before embedding any (rag index, which embeds in shared batches,
+        # does not).
         self.max_document_chars = max_document_chars
         self.max_chunks = max_chunks
-        # Writers of one document in this process take turns, so two uploads of one doc_id cannot interleave.
-        self._doc_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     def put(self, document: Document, *, progress: Progress | None = None) -> int:
         """Chunk, embed and store one document, replacing its previous chunks; returns its chunk count.
@@ -121,6 +120,13 @@ class Indexer:
         ``progress(done, total)`` is called with the chunks embedded so far, first with 0 once the document is
         chunked; an exception it raises stops the work before anything of the document is written.
         """
+        chunks = self._chunk(document)
+        chunks, vectors = self._embed(chunks, progress=progress)
+        self.store.replace_documents([(document, chunks, vectors)])
+        return len(chunks)
+
+    def _chunk(self, document: Document) -> list[Chunk]:
+        """The document's chunks, refused (DocumentTooLarge) past ``max_chunks``."""
         chunks = chunk_document(document, chunk_tokens=self.chunk_tokens, overlap=self.chunk_overlap)
         if self.max_chunks is not None and len(chunks) > self.max_chunks:
             raise DocumentTooLarge(
@@ -128,24 +134,38 @@ class Indexer:
                 "document (RAG_MAX_CHUNKS_PER_DOCUMENT): split it into smaller documents, or raise "
                 "RAG_MAX_CHUNKS_PER_DOCUMENT"
             )
-        chunks, vectors = self._embed(chunks, progress=progress)
-        self.store.replace_documents([(document, chunks, vectors)])
-        return len(chunks)
+        return chunks
 
     def ingest(self, document: Document, *, progress: Progress | None = None) -> IngestResult:
-        """Store one document unless the store already holds this exact content (idempotent by content hash).
+        """Store one document unless the store already holds this exact content, whole (idempotent by content hash).
 
-        ``progress`` as in ``put`` (not called for unchanged content).
+        The content is chunked and embedded first, then checked and written under the document's lock
+        (``ChromaStore.locked``), so a delete or another upload of the same id runs wholly before or after this one
+        and the status says what this write did: "added" if the document was not there when it was written.
+        "unchanged" means the record has this content hash *and* the store holds all its chunks; a record whose
+        chunks went missing is re-indexed ("updated"). ``progress`` as in ``put`` (not called for unchanged content).
         """
-        with self._locks_guard:
-            lock = self._doc_locks.setdefault(document.doc_id, threading.Lock())
-        with lock:
+        held = self._stored_whole(document, self.store.get_document(document.doc_id, with_text=False))
+        if held is not None:  # the common re-upload: no embedding, no lock
+            return IngestResult("unchanged", document.doc_id, document.content_hash, held)
+        chunks = self._chunk(document)
+        chunks, vectors = self._embed(chunks, progress=progress)
+        with self.store.locked([document.doc_id]):
             previous = self.store.get_document(document.doc_id, with_text=False)
+            held = self._stored_whole(document, previous)
+            if held is not None:  # another writer stored this content meanwhile
+                return IngestResult("unchanged", document.doc_id, document.content_hash, held)
             if previous is not None and previous.content_hash == document.content_hash:
-                return IngestResult("unchanged", document.doc_id, document.content_hash, previous.chunks)
-            chunks = self.put(document, progress=progress)
+                log.warning("document %s lacked some of its %d chunks: re-indexed", document.doc_id, previous.chunks)
+            self.store.replace_documents([(document, chunks, vectors)])
         status = "updated" if previous is not None else "added"
-        return IngestResult(status, document.doc_id, document.content_hash, chunks)
+        return IngestResult(status, document.doc_id, document.content_hash, len(chunks))
+
+    def _stored_whole(self, document: Document, previous: DocumentInfo | None) -> int | None:
+        """The chunk count of ``previous`` if it is this content with all its chunks in the store, else None."""
+        if previous is None or previous.content_hash != document.content_hash:
+            return None
+        return previous.chunks if self.store.has_all_chunks(previous) else None
 
     def _embed(self, chunks: list[Chunk], *, progress: Progress | None = None) -> tuple[list[Chunk], np.ndarray]:
         """Chunk vectors, plus each chunk's in-context sentence vectors when the embedder offers them."""
@@ -343,6 +363,42 @@ class Indexer:
             if bar:
                 bar.close()
 
+    def repair(self, snapshot: ChunkSnapshot | None = None) -> tuple[int, int]:
+        """Make every document in the store whole again; returns (chunks deleted, documents re-indexed).
+
+        Deletes the chunks no reader sees (``ChromaStore.repair``: what a crash or a failed write between the chunk
+        write and the record write leaves), then re-indexes, from the text its record holds, each document whose
+        record counts more chunks than the store has (left by a delete that interleaved with a write before writes
+        took locks). ``snapshot``, if given, spares a read of the whole collection.
+        """
+        removed = self.store.repair(snapshot)
+        if snapshot is None or removed:
+            snapshot = self.store.snapshot()
+        have = Counter((str(m.get("doc_id")), m.get("content_hash")) for m in snapshot.metadatas)
+        reindexed = 0
+        for info in self.store.list_documents():
+            if have[(info.doc_id, info.content_hash)] >= info.chunks:
+                continue
+            stored = self.store.get_document(info.doc_id)
+            if stored is None or not stored.text:
+                continue
+            document = Document(
+                doc_id=stored.doc_id,
+                source=stored.source,
+                text=stored.text,
+                content_hash=stored.content_hash,
+                root=stored.root,
+                title=stored.title,
+            )
+            try:
+                if self.ingest(document).status != "unchanged":
+                    reindexed += 1
+            except DocumentBusy:
+                log.warning("document %s is being written elsewhere: left as that write leaves it", info.doc_id)
+        if removed or reindexed:
+            log.warning("repaired the store: deleted %d stray chunks, re-indexed %d documents", removed, reindexed)
+        return removed, reindexed
+
     def index_paths(self, paths: Iterable[Path], *, show_progress: bool = False) -> IndexReport:
         """Index files and folders; a folder's vanished files are removed from the index.
 
@@ -386,13 +442,13 @@ class Indexer:
 
         self.put_changed(loaded(), known=known, report=report, show_progress=show_progress)
 
-        # Files that disappeared from an indexed folder, and orphans of an interrupted delete.
+        # Files that disappeared from an indexed folder.
         gone = {doc_id for doc_id, (_, root) in known.items() if root in roots and doc_id not in seen}
-        for doc_id in sorted(gone | self.store.orphan_doc_ids()):
+        for doc_id in sorted(gone):
             self.store.delete_document(doc_id)
-            report.removed += doc_id in gone
-        # Old chunks of a document whose new version was recorded just before an interrupted run ended.
-        self.store.delete_chunks(self.store.stale_chunk_ids())
+            report.removed += 1
+        # Chunks left by an interrupted write or delete (this run's, or the service's).
+        self.repair()
         self.backfill_sentence_vectors(report=report, show_progress=show_progress)
         report.seconds = time.perf_counter() - started
         return report

@@ -28,6 +28,9 @@ DEFAULT_MAX_ANSWER_SENTENCES = 3
 # A generated answer that takes longer than this falls back to the extractive one.
 DEFAULT_LLM_TIMEOUT_S = 30.0
 DEFAULT_LLM_MAX_TOKENS = 256
+# A call to the Chroma server that gets no answer for this long fails with 503 store_unavailable: a hung server
+# (stopped, swapping, a dead network path) must not hold a request, or a worker thread, for good.
+DEFAULT_CHROMA_TIMEOUT_S = 5.0
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Request bodies (JSON or an uploaded file) above this many bytes get 413; 10 MiB holds a long PDF.
@@ -186,6 +189,13 @@ class Settings(BaseSettings):
     )
     chroma_url: str | None = Field(
         None, description="URL of a Chroma server (http://host:port); unset = the embedded store under data_dir."
+    )
+    chroma_timeout_s: float = Field(
+        DEFAULT_CHROMA_TIMEOUT_S,
+        gt=0,
+        le=600,
+        description="Seconds each request to the Chroma server may wait (to connect, send, or for the next byte of "
+        "its answer) before the call fails with 503 store_unavailable.",
     )
     api_keys: SecretStr | None = Field(
         None, description="'tenant:key,tenant2:key2' or '@/path/to/file'; unset = no auth, loopback only."

@@ -13,6 +13,7 @@ RAGError
  ├── JobFinished           code=job_finished (a finished job cannot be cancelled)
  ├── JobsUnavailable       code=jobs_unavailable (the jobs database cannot be used)
  ├── IndexEmpty            code=index_empty
+ ├── DocumentBusy          code=document_busy (another write of the same document holds its lock too long)
  ├── StoreUnavailable      code=store_unavailable
  ├── ConversationsUnavailable code=conversations_unavailable (the conversations database cannot be used)
  └── LLMUnavailable        code=llm_unavailable (never reaches a client: a generated answer falls back)
@@ -63,6 +64,12 @@ class DocumentNotFound(NotFound):
 
 class IndexEmpty(RAGError):
     code = "index_empty"
+
+
+class DocumentBusy(RAGError):
+    """Another write or delete of the same document held its lock for longer than a writer waits."""
+
+    code = "document_busy"
 
 
 class StoreUnavailable(RAGError):

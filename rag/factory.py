@@ -30,7 +30,7 @@ def open_store(settings: Settings, *, tenant: str | None = None) -> ChromaStore:
     """The store of one tenant's collection: on the Chroma server if RAG_CHROMA_URL is set, else embedded."""
     collection = settings.collection_for(tenant)
     if settings.chroma_url:
-        return ChromaStore(url=settings.chroma_url, collection=collection)
+        return ChromaStore(url=settings.chroma_url, collection=collection, timeout_s=settings.chroma_timeout_s)
     return ChromaStore(path=Path(settings.data_dir) / "chroma", collection=collection)
 
 

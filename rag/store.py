@@ -1,25 +1,31 @@
 """The only place that speaks to Chroma.
 
-Two collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets) and ``<name>-docs`` (the full
-normalised text of each document, its source and content hash). The docs collection's metadata holds a
-``generation`` counter, bumped after every change that derived local state (the BM25 index) must notice.
+Three collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets), ``<name>-docs`` (the full
+normalised text of each document, its source and content hash) and ``<name>-locks`` (one lease per document being
+written: ``locked``, rag.locks). The docs collection's metadata holds a ``generation`` counter, bumped after every
+change that derived local state (the BM25 index) must notice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.errors import StoreUnavailable
+from rag.errors import DocumentBusy, StoreUnavailable
+from rag.locks import LOCK_WAIT_S, DocumentLocks
+from rag.store_outage import Connecting, PendingRepairs, bound_requests
+from rag.store_outage import translate_errors as _translate_errors
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
 
@@ -29,6 +35,10 @@ _GENERATION = "generation"
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
 _SNAPSHOT_TRIES = 5
+DEFAULT_TIMEOUT_S = 5.0  # rag.config.DEFAULT_CHROMA_TIMEOUT_S, the setting RAG_CHROMA_TIMEOUT_S
+# Test-only: a process whose environment names a document id here kills itself (SIGKILL) after writing that
+# document's chunks and before writing its record, so tests can crash a real `rag serve` exactly there.
+_KILL_BEFORE_RECORD_OF = os.environ.get("RAG_TEST_KILL_BEFORE_RECORD_OF") or None
 
 
 @dataclass(frozen=True)
@@ -58,51 +68,112 @@ class ChunkSnapshot:
 class ChromaStore:
     """Chunks, embeddings and document texts of one tenant's collection."""
 
-    def __init__(self, *, path: Path | None = None, url: str | None = None, collection: str) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path | None = None,
+        url: str | None = None,
+        collection: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         if not (path or url):
             raise ValueError("ChromaStore needs a path (embedded) or a url (Chroma server)")
         self._path = path
         self._url = url
         self._collection = collection
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._opened: tuple[Any, Any, Any, int] | None = None  # client, chunks, docs, max batch
+        self._connecting: Connecting | None = None
+        self._lock_collection: tuple[Any, Any] | None = None  # (the client it came from, the locks collection)
+        # The locks' own calls never start a pending repair (their heartbeat runs in threads of its own).
+        self._doc_locks = DocumentLocks(
+            lambda: self._locks,
+            guard=lambda: _translate_errors(self._reset),
+            batch=lambda: self._open(settle=False)[3],
+        )
+        self._pending = PendingRepairs(self._repair_pending, timeout_s)
         # The embedded store opens at once (a bad path fails early); a server may be down now and come back later,
         # so it is (re)connected on first use and after every connection failure.
         if url is None:
             self._open()
 
-    def _open(self) -> tuple[Any, Any, Any, int]:
+    def _open(self, *, settle: bool = True) -> tuple[Any, Any, Any, int]:
         opened = self._opened
-        if opened is not None:
-            return opened
+        if opened is None:
+            opened = self._connect() if self._url else self._open_embedded()
+        if settle:
+            self._settle()
+        return opened
+
+    def _settle(self) -> None:
+        """Repair the documents failed writes left half-done (PendingRepairs) before this call uses the store.
+
+        Never in a thread that holds a document lock: a writer must not wait for the repair of its own document,
+        nor hold one document's lock while a repair takes another's.
+        """
+        if self._pending and not self._doc_locks.holds_any():
+            self._pending.run()
+
+    def _open_embedded(self) -> tuple[Any, Any, Any, int]:
         with self._lock, _translate_errors(self._reset):
             if self._opened is None:
                 import chromadb
                 from chromadb.config import Settings as ChromaSettings
 
-                chroma_settings = ChromaSettings(anonymized_telemetry=False)
-                if self._url:
-                    from urllib.parse import urlparse
-
-                    parsed = urlparse(self._url)
-                    client = chromadb.HttpClient(
-                        host=parsed.hostname or "127.0.0.1",
-                        port=parsed.port or 8000,
-                        ssl=parsed.scheme == "https",
-                        settings=chroma_settings,
-                    )
-                else:
-                    assert self._path is not None
-                    self._path.mkdir(parents=True, exist_ok=True)
-                    client = chromadb.PersistentClient(path=str(self._path), settings=chroma_settings)
-                chunks = client.get_or_create_collection(
-                    f"{self._collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+                assert self._path is not None
+                self._path.mkdir(parents=True, exist_ok=True)
+                client = chromadb.PersistentClient(
+                    path=str(self._path), settings=ChromaSettings(anonymized_telemetry=False)
                 )
-                docs = client.get_or_create_collection(
-                    f"{self._collection}-docs", embedding_function=None, metadata={_GENERATION: 0}
-                )
-                self._opened = (client, chunks, docs, int(client.get_max_batch_size()))
+                self._opened = _collections(client, self._collection)
             return self._opened
+
+    def _connect(self) -> tuple[Any, Any, Any, int]:
+        """Connect to the server, waiting at most the timeout.
+
+        chromadb's HttpClient talks to the server while it is built, before a timeout can be set on it, so it is
+        built in a thread of its own: a hung server then holds that one thread (until it answers), never the caller
+        nor the lock. One attempt at a time: callers that arrive while it runs wait for the same attempt.
+        """
+        with self._lock:
+            if self._opened is not None:
+                return self._opened
+            attempt = self._connecting
+            if attempt is None or attempt.done.is_set():
+                attempt = self._connecting = Connecting()
+                threading.Thread(target=self._build_client, args=(attempt,), name="chroma-connect", daemon=True).start()
+        with _translate_errors(self._reset):
+            if not attempt.done.wait(self._timeout_s):
+                raise TimeoutError(f"the Chroma server did not answer within {self._timeout_s:g} s")
+            if attempt.error is not None:
+                raise attempt.error
+            assert attempt.opened is not None
+            return attempt.opened
+
+    def _build_client(self, attempt: Connecting) -> None:
+        try:
+            from urllib.parse import urlparse
+
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+
+            assert self._url is not None
+            parsed = urlparse(self._url)
+            client = chromadb.HttpClient(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or 8000,
+                ssl=parsed.scheme == "https",
+                settings=ChromaSettings(anonymized_telemetry=False),
+            )
+            bound_requests(client, self._timeout_s)
+            attempt.opened = _collections(client, self._collection)
+            with self._lock:
+                self._opened = attempt.opened
+        except BaseException as exc:  # handed to the callers waiting for this attempt
+            attempt.error = exc
+        finally:
+            attempt.done.set()
 
     def _reset(self) -> None:
         """Forget a server connection that failed, so the next call reconnects."""
@@ -251,18 +322,56 @@ class ChromaStore:
             )
         ]
 
+    # --- document locks ------------------------------------------------------------------------------------
+    def locked(self, doc_ids: Sequence[str]) -> AbstractContextManager[None]:
+        """Hold the write locks of these documents, so their writes and deletes take turns, across replicas.
+
+        Leases kept in ``<name>-locks`` (see rag.locks). Waits at most ``LOCK_WAIT_S``, then DocumentBusy.
+        Pending repairs run first, before any lock is held (see ``_settle``).
+        """
+        self._settle()
+        return self._doc_locks.locked(doc_ids)
+
+    @property
+    def _locks(self) -> Any:
+        client = self._open(settle=False)[0]
+        cached = self._lock_collection
+        if cached is None or cached[0] is not client:
+            with _translate_errors(self._reset):
+                collection = client.get_or_create_collection(f"{self._collection}-locks", embedding_function=None)
+            cached = self._lock_collection = (client, collection)
+        return cached[1]
+
     # --- writes --------------------------------------------------------------------------------------------
     def replace_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> None:
         """Make each document's ``chunks`` (with their ``embeddings``) its only chunks: the one write path.
 
-        Order matters for crash safety and for readers: all new chunks are upserted first (ids are
-        content-derived, so a rerun is idempotent), then the document records switch to the new content hashes
-        (retrieval only shows chunks whose hash matches the record), then stale chunks are deleted, then the
-        generation moves once. A crash at any point leaves chunks no reader sees, which the next run completes.
+        Under the documents' locks (``locked``), so no other write or delete of them interleaves. Order matters
+        for crash safety and for readers: all new chunks are upserted first (ids are content-derived, so a rerun is
+        idempotent), then the document records switch to the new content hashes (retrieval only shows chunks whose
+        hash matches the record), then stale chunks are deleted, then the generation moves once. A crash at any
+        point leaves chunks no reader sees, which ``repair`` removes (at the next start, or the next index run). A
+        write that fails is repaired the same way, by the next store call once the server answers (at once if it
+        still answers): the documents end as their records say, old or new, never mixed.
         """
         if not items:
             return
         doc_ids = [d.doc_id for d, _, _ in items]
+        try:
+            with self.locked(doc_ids):
+                try:
+                    self._write(items, doc_ids)
+                except StoreUnavailable:
+                    raise
+                except Exception:
+                    self._repair_now(doc_ids)  # the server answers: clean up under the locks still held
+                    raise
+            self.bump_generation()
+        except StoreUnavailable:
+            self._pending.add(doc_ids)  # see PendingRepairs: part of the write may be in the store, or land later
+            raise
+
+    def _write(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]], doc_ids: list[str]) -> None:
         with _translate_errors(self._reset):
             old = self._chunks.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"]
             chunks = [c for _, cs, _ in items for c in cs]
@@ -276,6 +385,10 @@ class ChromaStore:
                     documents=[c.text for c in batch],
                     metadatas=metas[lo : lo + len(batch)],
                 )
+            if _KILL_BEFORE_RECORD_OF in doc_ids:
+                log.warning("RAG_TEST_KILL_BEFORE_RECORD_OF=%s: killing this process", _KILL_BEFORE_RECORD_OF)
+                os.kill(os.getpid(), signal.SIGKILL)
+            self._doc_locks.check(doc_ids)  # the switch below is the commit: only while the locks are surely ours
             for lo in range(0, len(items), self._max_batch):
                 group = items[lo : lo + self._max_batch]
                 self._docs.upsert(
@@ -297,7 +410,96 @@ class ChromaStore:
             stale = sorted(set(old) - {c.chunk_id for c in chunks})
             for lo in range(0, len(stale), self._max_batch):
                 self._chunks.delete(ids=stale[lo : lo + self._max_batch])
-        self.bump_generation()
+
+    def _repair_now(self, doc_ids: Sequence[str]) -> None:
+        """Repair what a failed write left behind now, if the store lets us; else the next store call does."""
+        self._pending.add(doc_ids)
+        try:
+            self._pending.run(doc_ids)
+        except Exception as exc:  # the write's own error propagates; this one is only logged
+            log.warning(
+                "a write of %d documents failed and could not be repaired now (%s): the next store call repairs it",
+                len(doc_ids),
+                type(exc).__name__,
+            )
+
+    def _repair_pending(self, doc_ids: list[str]) -> set[str]:
+        """Repair documents a failed write may have left half-done (PendingRepairs); returns those another writer
+        holds now (its write, if it ends well, leaves them whole; else they are tried again)."""
+        busy: set[str] = set()
+        removed = 0
+        for doc_id in doc_ids:
+            try:
+                removed += self._repair_document(doc_id, wait_s=0)
+            except DocumentBusy:
+                busy.add(doc_id)
+        if len(busy) < len(doc_ids):
+            # Even if nothing was removed: the failed write may have changed the store without moving the generation.
+            self.bump_generation()
+            log.log(
+                logging.WARNING if removed else logging.INFO,
+                "repaired %d documents a failed write had left half-done: %d stray chunks deleted",
+                len(doc_ids) - len(busy),
+                removed,
+            )
+        return busy
+
+    def repair(self, snapshot: ChunkSnapshot | None = None) -> int:
+        """Delete every chunk no reader may see (no record for its document, or a record of another content hash).
+
+        What a crash or a failed write between the chunk write and the record write leaves behind. Candidates come
+        from ``snapshot`` (the BM25 index's, read anyway at start) or from one paged read of the collection; each
+        candidate is re-read and cleaned under its lock, so a write in progress elsewhere is never mistaken for
+        debris. Returns how many chunks were deleted.
+        """
+        if snapshot is None:
+            hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
+            metas = [m for _, m in self._chunk_metadatas()]
+        else:
+            hashes, metas = snapshot.doc_hashes, snapshot.metadatas
+        candidates = {
+            str(m["doc_id"]) for m in metas if m.get("doc_id") and hashes.get(str(m["doc_id"])) != m.get("content_hash")
+        }
+        removed = 0
+        for doc_id in sorted(candidates):
+            try:
+                removed += self._repair_document(doc_id)
+            except DocumentBusy:
+                log.warning("document %s is being written elsewhere: its stray chunks are left for later", doc_id)
+        if removed:
+            self.bump_generation()
+        return removed
+
+    def _repair_document(self, doc_id: str, *, wait_s: float = LOCK_WAIT_S) -> int:
+        with self._doc_locks.locked([doc_id], wait_s=wait_s), _translate_errors(self._reset):
+            record = self._docs.get(ids=[doc_id], include=["metadatas"])
+            meta = ((record["metadatas"] or [{}])[0] or {}) if record["ids"] else {}
+            current = meta.get("content_hash") if record["ids"] else None
+            got = self._chunks.get(where={"doc_id": doc_id}, include=["metadatas"])
+            stale = [
+                i
+                for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)
+                if (m or {}).get("content_hash") != current
+            ]
+            for lo in range(0, len(stale), self._max_batch):
+                self._chunks.delete(ids=stale[lo : lo + self._max_batch])
+        if current is not None and len(got["ids"]) - len(stale) < int(meta.get("chunks", 0)):
+            log.warning(
+                "document %s has %d of the %d chunks its record counts: rag serve's start and rag index re-index "
+                "it from its stored text (so does uploading it again)",
+                doc_id,
+                len(got["ids"]) - len(stale),
+                int(meta.get("chunks", 0)),
+            )
+        return len(stale)
+
+    def has_all_chunks(self, info: DocumentInfo) -> bool:
+        """Whether the store holds as many chunks of this document's recorded content as its record says."""
+        with _translate_errors(self._reset):
+            got = self._chunks.get(
+                where={"$and": [{"doc_id": info.doc_id}, {"content_hash": info.content_hash}]}, include=[]
+            )
+        return len(got["ids"]) >= info.chunks
 
     def sentence_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored in-context sentence vectors of these chunks (those that have them), by chunk id."""
@@ -334,29 +536,28 @@ class ChromaStore:
                 )
 
     def delete_document(self, doc_id: str) -> bool:
-        """Remove a document and its chunks; False if it was not there."""
-        with _translate_errors(self._reset):
-            existed = bool(self._docs.get(ids=[doc_id], include=[])["ids"])
-            # Record first, chunks second: a crash in between leaves orphan chunks that retrieval ignores
-            # (no record, so no matching hash) and the next index run deletes.
-            self._docs.delete(ids=[doc_id])
-            ids = self.chunk_ids_of(doc_id)
-            for lo in range(0, len(ids), self._max_batch):
-                self._chunks.delete(ids=ids[lo : lo + self._max_batch])
-        if existed or ids:
-            self.bump_generation()
+        """Remove a document and its chunks (under its lock, see ``locked``); False if it was not there."""
+        try:
+            with self.locked([doc_id]), _translate_errors(self._reset):
+                existed = bool(self._docs.get(ids=[doc_id], include=[])["ids"])
+                # Record first, chunks second: a crash in between leaves orphan chunks that retrieval ignores
+                # (no record, so no matching hash) and ``repair`` deletes.
+                self._docs.delete(ids=[doc_id])
+                ids = self.chunk_ids_of(doc_id)
+                for lo in range(0, len(ids), self._max_batch):
+                    self._chunks.delete(ids=ids[lo : lo + self._max_batch])
+            if existed or ids:
+                self.bump_generation()
+        except StoreUnavailable:
+            self._pending.add([doc_id])  # as in replace_documents
+            raise
         return existed
-
-    def orphan_doc_ids(self) -> set[str]:
-        """Doc ids that have chunks but no document record (left by an interrupted delete)."""
-        known = {d.doc_id for d in self.list_documents()}
-        return {str(m.get("doc_id")) for _, m in self._chunk_metadatas()} - known
 
     def stale_chunk_ids(self) -> list[str]:
         """Chunks no reader may see: their document has no record, or a record of another content hash.
 
         An index run killed between writing a document's new record and deleting its old chunks leaves such
-        chunks behind; retrieval already ignores them and the next run deletes them.
+        chunks behind; retrieval already ignores them and ``repair`` deletes them (at start, and in every index run).
         """
         hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
         return sorted(
@@ -392,6 +593,14 @@ class ChromaStore:
             meta = dict(docs.metadata or {})
             meta[_GENERATION] = max(int(meta.get(_GENERATION, 0)) + 1, time.time_ns())
             docs.modify(metadata=meta)
+
+
+def _collections(client: Any, name: str) -> tuple[Any, Any, Any, int]:
+    chunks = client.get_or_create_collection(
+        f"{name}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
+    docs = client.get_or_create_collection(f"{name}-docs", embedding_function=None, metadata={_GENERATION: 0})
+    return client, chunks, docs, int(client.get_max_batch_size())
 
 
 def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
@@ -475,49 +684,3 @@ def _decode_page_starts(blob: Any) -> tuple[int, ...]:
     except (ValueError, TypeError):
         log.warning("ignoring unreadable page starts %r", blob[:80])
         return ()
-
-
-@contextmanager
-def _translate_errors(on_failure: Callable[[], None] | None = None) -> Iterator[None]:
-    """Turn 'the Chroma server is not there' into StoreUnavailable; let everything else propagate."""
-    try:
-        yield
-    except StoreUnavailable:
-        raise
-    except Exception as exc:
-        if not _is_connection_error(exc):
-            raise
-        if on_failure is not None:
-            on_failure()
-        log.warning("vector store unreachable: %s", type(exc).__name__)
-        raise StoreUnavailable(
-            "the vector store (Chroma server) is unreachable; retry shortly, the service reconnects by itself"
-        ) from exc
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """True for the ways a lost or refused connection to the Chroma server surfaces (httpx, OS, chromadb)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (ConnectionError, TimeoutError)):
-            return True
-        name = type(current).__name__
-        if name in {
-            "ConnectError",
-            "ConnectTimeout",
-            "ReadTimeout",
-            "WriteTimeout",
-            "PoolTimeout",
-            "RemoteProtocolError",
-            "ReadError",
-            "WriteError",
-            "NetworkError",
-        }:
-            return True
-        text = str(current).lower()
-        if "could not connect" in text or "connection refused" in text or "connection reset" in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False

@@ -70,6 +70,8 @@ RAG_BASE = (
     "rag/types.py",
     "rag/text.py",
     "rag/store.py",
+    "rag/locks.py",
+    "rag/store_outage.py",
     "rag/embedding.py",
     "rag/minilm.py",
 )
@@ -110,3 +112,18 @@ def test_layering_inside_rag_imports_go_one_way(part: str) -> None:
         for name in _rag_modules(path) & RAG_FORBIDDEN[part]
     }
     assert not bad, sorted(bad)
+
+
+# Parts of rag/store.py kept in modules of their own (document locks; timeouts, errors and repairs in an outage):
+# they speak the store's private formats, so nothing but the store may import them.
+STORE_PARTS = {"rag.locks", "rag.store_outage"}
+
+
+def test_layering_store_parts_imported_only_by_the_store() -> None:
+    users = {
+        str(path.relative_to(ROOT))
+        for package in ("rag", "index", "api")
+        for path in (ROOT / package).rglob("*.py")
+        if _rag_modules(path) & STORE_PARTS
+    }
+    assert users == {"rag/store.py"}, users

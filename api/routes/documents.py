@@ -43,6 +43,10 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
         "source": {"type": "string", "description": "Shown in citations; defaults to the file's name."},
     },
 }
+# A write or delete waits for another one of the same document; 409 only if that one holds it too long.
+_BUSY: dict[int | str, dict[str, Any]] = {
+    409: {"model": ERRORS[422]["model"], "description": "Another write of this document is in progress; retry"}
+}
 _ADD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -68,6 +72,7 @@ _ADD_BODY: dict[str, Any] = {
             "poll the Location header's URL",
         },
         415: {"model": ERRORS[422]["model"], "description": "Not JSON or multipart, or an unsupported file type"},
+        **_BUSY,
         **ERRORS,
         413: {
             "model": ERRORS[413]["model"],
@@ -227,7 +232,7 @@ async def get_document(doc_id: str, service: ServiceDep) -> DocumentResponse:
     )
 
 
-@router.delete("/documents/{doc_id:path}", status_code=204, responses=ERRORS)
+@router.delete("/documents/{doc_id:path}", status_code=204, responses={**_BUSY, **ERRORS})
 async def delete_document(doc_id: str, request: Request, tenant: TenantDep) -> Response:
     """Delete one document and all its chunks (404 if the caller has no such document)."""
     await run_in_threadpool(tenant.service.delete_document, doc_id)

@@ -25,16 +25,27 @@ async def ready(service: ServiceDep) -> JSONResponse:
     try:
         chunks = await run_in_threadpool(service.store.count_chunks)
         documents = await run_in_threadpool(service.store.count_documents)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
         body = ReadyResponse(
-            ready=False, model_loaded=service.embedder.loaded, chunks=0, documents=0, store_available=False
+            ready=False,
+            model_loaded=service.embedder.loaded,
+            chunks=0,
+            documents=0,
+            store_available=False,
+            reason=exc.message,
         )
         return JSONResponse(body.model_dump(), status_code=503)
+    reason = None
+    if not service.embedder.loaded:
+        reason = "the embedding model is not loaded yet"
+    elif chunks == 0:
+        reason = "the index is empty: index some documents (rag index PATH or POST /documents)"
     body = ReadyResponse(
-        ready=service.embedder.loaded and chunks > 0,
+        ready=reason is None,
         model_loaded=service.embedder.loaded,
         chunks=chunks,
         documents=documents,
+        reason=reason,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
