@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = embedder or build_embedder(settings)
+        model = embedder or build_embedder(settings, serving=True)
         await run_in_threadpool(model.load)
         registry = TenantRegistry(settings=settings, embedder=model, on_answer=[metrics.observe_answer])
         app.state.registry = registry

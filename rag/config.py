@@ -35,13 +35,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Request bodies (JSON or an uploaded file) above this many bytes get 413; 10 MiB holds a long PDF.
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-# A document whose text (normalised) is longer gets 413, and HTML and PDF are read no further: about 300 pages. A
-# request embeds it whole: about a minute on 2 CPU cores (some 16k characters a second), seconds on a GPU. Larger
-# documents are for jobs that outlive a request; until then the operator raises it.
-DEFAULT_MAX_DOCUMENT_CHARS = 1_000_000
+# A document whose text (normalised) is longer gets 413, and HTML and PDF are read no further: about 1,200 pages,
+# some 2 to 4 minutes of embedding on 2 CPU cores (seconds on a GPU). Bodies over RAG_SYNC_UPLOAD_BYTES are jobs, so
+# such a document does not hold a request; a small file that expands (a PDF) can still, within this cap.
+DEFAULT_MAX_DOCUMENT_CHARS = 4_000_000
 # A document that splits into more chunks gets 413 before any is embedded. At the default chunk size the character
-# cap binds first (a million characters make about 1,300 chunks); a small RAG_CHUNK_TOKENS makes many more.
-DEFAULT_MAX_CHUNKS_PER_DOCUMENT = 2_000
+# cap binds first (4 million characters make about 5,200 chunks); a small RAG_CHUNK_TOKENS makes many more.
+DEFAULT_MAX_CHUNKS_PER_DOCUMENT = 6_000
 # Requests per minute per API key (a token bucket: this many at once, refilled evenly over the minute); 0 = off.
 DEFAULT_RATE_LIMIT_PER_MINUTE = 600
 # Unknown API keys per minute from one client address (a token bucket) before every key from it gets 429; 0 = off.
@@ -141,6 +141,13 @@ class Settings(BaseSettings):
         le=1.0,
         description="Refuse (no_answer) when the answer's confidence is below this; default: the operating point "
         "fitted with the answerer's model (README, 'Answering').",
+    )
+    bulk_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="CPU threads for bulk embedding (uploads, jobs, rag index); default: every core for rag index, "
+        "one fewer than the cores for rag serve, so questions keep a core while a job embeds.",
     )
     reader: bool = Field(
         False,

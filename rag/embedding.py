@@ -219,7 +219,9 @@ class SentenceTransformerEmbedder:
     name = MODEL_NAME
     dimensions = DIMENSIONS
 
-    def __init__(self, *, device: str = "auto", precision: str = "auto", small_backend: str = "auto") -> None:
+    def __init__(
+        self, *, device: str = "auto", precision: str = "auto", small_backend: str = "auto", bulk_threads: int = 0
+    ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if small_backend not in SMALL_BACKENDS:
@@ -231,6 +233,9 @@ class SentenceTransformerEmbedder:
         self._torch_model: Any = None
         self._resolved: tuple[str, str] | None = None
         self._lock = threading.Lock()
+        # CPU threads for bulk (torch) embedding; 0: torch's default (every core). A server gives one core fewer to
+        # its uploads and jobs, so questions keep a core of their own (README, "Jobs").
+        self.bulk_threads = bulk_threads
 
     @property
     def loaded(self) -> bool:
@@ -321,6 +326,10 @@ class SentenceTransformerEmbedder:
             with self._lock:
                 if self._torch_model is None:
                     device, precision = self._resolve()
+                    if self.bulk_threads and device == "cpu":
+                        import torch
+
+                        torch.set_num_threads(self.bulk_threads)  # process-wide: torch is only bulk embedding here
                     self._torch_model = _load_torch_model(device, precision)
         return self._torch_model
 

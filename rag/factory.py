@@ -7,6 +7,7 @@ The Indexer is built from the same store and embedder by ``index.pipeline.build_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rag.answering.extractive import ExtractiveAnswerer
@@ -21,9 +22,16 @@ from rag.service import EmbeddingCache, RAGService
 from rag.store import ChromaStore
 
 
-def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    """The embedding model on the settings' device, at the settings' precision (weights load on first use)."""
-    return SentenceTransformerEmbedder(device=settings.device, precision=settings.precision)
+def build_embedder(settings: Settings, *, serving: bool = False) -> SentenceTransformerEmbedder:
+    """The embedding model on the settings' device, at the settings' precision (weights load on first use).
+
+    ``serving``: for `rag serve`, whose bulk embedding (uploads, jobs) leaves one core to questions unless
+    RAG_BULK_THREADS says otherwise.
+    """
+    threads = settings.bulk_threads
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) - 1) if serving else 0
+    return SentenceTransformerEmbedder(device=settings.device, precision=settings.precision, bulk_threads=threads)
 
 
 def open_store(settings: Settings, *, tenant: str | None = None) -> ChromaStore:

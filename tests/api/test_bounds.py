@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from rag.config import DEFAULT_MAX_DOCUMENT_CHARS
 from tests.conftest import CHROMA_URL, make_settings
 from tests.index.test_loaders import pdf_bomb
 from tests.llm_servers import ScriptedServer
@@ -49,7 +50,7 @@ def test_json_document_of_9_mb_is_refused_at_once(server: RagServe) -> None:
     started = time.perf_counter()
     response = httpx.post(f"{server.url}/documents", json={"doc_id": "huge", "text": text}, timeout=CLIENT_TIMEOUT_S)
     elapsed = time.perf_counter() - started
-    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", "1,000,000")
+    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", f"{DEFAULT_MAX_DOCUMENT_CHARS:,}")
     assert "9,119,999 characters" in response.json()["detail"]["message"]
     assert elapsed < FAST_S, elapsed
     assert httpx.get(f"{server.url}/documents/huge").status_code == 404
@@ -62,17 +63,19 @@ def test_pdf_that_expands_to_40m_characters_is_refused_at_once(server: RagServe)
         f"{server.url}/documents", files={"file": ("bomb.pdf", data, "application/pdf")}, timeout=CLIENT_TIMEOUT_S
     )
     elapsed = time.perf_counter() - started
-    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", "1,000,000")
+    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", f"{DEFAULT_MAX_DOCUMENT_CHARS:,}")
     assert elapsed < FAST_S, elapsed
 
 
 def test_html_of_200k_nested_divs_is_read_at_once(server: RagServe) -> None:
-    wide = ("<div>lorem ipsum " * 200_000).encode()  # every div left open; 2.4 million characters of text
+    # Every div left open, and more text than the cap (5.1 million characters) in a body under RAG_MAX_BODY_BYTES.
+    wide = ("<div>lorem ipsum dolor sit amet, consectetur adipiscing " * 100_000).encode()
+    assert len(wide) < 10 * 1024 * 1024 and 51 * 100_000 > DEFAULT_MAX_DOCUMENT_CHARS
     started = time.perf_counter()
     response = httpx.post(
         f"{server.url}/documents", files={"file": ("wide.html", wide, "text/html")}, timeout=CLIENT_TIMEOUT_S
     )
-    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", "1,000,000")
+    _too_large(response, "RAG_MAX_DOCUMENT_CHARS", f"{DEFAULT_MAX_DOCUMENT_CHARS:,}")
     assert time.perf_counter() - started < FAST_S
     deep = ("<html><body>" + "<div>" * 200_000 + "Deep divs hold one sentence." + "</div>" * 200_000).encode()
     started = time.perf_counter()
