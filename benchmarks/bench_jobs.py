@@ -7,7 +7,6 @@ latency while a job runs against idle, side by side in one run (README, "Jobs").
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -24,6 +23,10 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.pdfs import pdf_file  # noqa: E402
+
 SEED = ROOT / "seeds" / "000_191f6743ea9cf91a.txt"
 QUESTIONS = [json.loads(line)["question"] for line in (ROOT / "seeds" / "questions.jsonl").open(encoding="utf-8")]
 
@@ -68,18 +71,7 @@ def pdf_bytes(pages: list[str]) -> bytes:
         kids.append(len(objects))
     objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>".encode()
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{number} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for offset in offsets:
-        out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
+    return pdf_file(objects)
 
 
 def free_port() -> int:

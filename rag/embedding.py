@@ -180,7 +180,8 @@ def encode_ids(texts: list[str]) -> list[list[int]]:
     return [e.ids for e in _model_tokenizer().encode_batch(texts, add_special_tokens=True)]
 
 
-def _pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def pad_ids(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token id rows padded with zeros to one width, and their attention mask."""
     width = max(len(r) for r in rows)
     ids = np.zeros((len(rows), width), dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -313,7 +314,7 @@ class SentenceTransformerEmbedder:
         out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
         spans_out: list[np.ndarray] = [np.zeros((0, DIMENSIONS), dtype=np.float32)] * len(texts)
         for batch in token_batches([len(r) for r in ids], batch_tokens=BATCH_TOKENS_CPU, max_batch=256):
-            tok, mask = _pad([ids[i] for i in batch])
+            tok, mask = pad_ids([ids[i] for i in batch])
             hidden = self._small.hidden(tok, mask)
             out[batch] = mean_pool(hidden, mask)
             if ranges is not None:
@@ -344,7 +345,7 @@ class SentenceTransformerEmbedder:
         budget = BATCH_TOKENS_CUDA if device == "cuda" else BATCH_TOKENS_CPU
         with torch.inference_mode():
             for batch in token_batches([len(r) for r in ids], batch_tokens=budget, max_batch=1024):
-                tok, mask = _pad([ids[i] for i in batch])
+                tok, mask = pad_ids([ids[i] for i in batch])
                 t_ids = torch.from_numpy(tok).to(device, non_blocking=True)
                 t_mask = torch.from_numpy(mask).to(device, non_blocking=True)
                 hidden = model(input_ids=t_ids, attention_mask=t_mask).last_hidden_state

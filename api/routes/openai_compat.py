@@ -26,8 +26,8 @@ from api.disconnects import Gone, check, final_answer, while_connected
 from api.errors import error_body
 from api.routes.chat import SSE_HEADERS
 from api.schemas import RequestBody
+from rag.answering.generated import estimate_usage
 from rag.config import MAX_TOP_K
-from rag.embedding import count_tokens
 from rag.errors import InvalidMessage, RAGError
 from rag.retrieval.followup import PriorTurn, history_from_exchanges
 from rag.service import validate_question
@@ -174,11 +174,7 @@ def usage_of(answer: Answer, prompt: Sequence[str]) -> TokenUsage:
     embedder's word pieces (the messages' texts as the prompt, the answer text as the completion)."""
     if answer.mode == "generated" and answer.usage is not None:
         return answer.usage
-    prompt_tokens = sum(count_tokens(text) for text in prompt)
-    completion_tokens = count_tokens(answer.answer)
-    return TokenUsage(
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
-    )
+    return estimate_usage(prompt, answer.answer)
 
 
 def split_messages(messages: Sequence[tuple[str, str]]) -> tuple[str, list[PriorTurn]]:

@@ -11,7 +11,7 @@ warning: never an error.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rag.answering.citations import CheckedSentence, CitationChecker, GeneratedSentence, split_sentences
@@ -191,7 +191,13 @@ class GeneratedAnswerer:
                 close()
         # The server's counts when it reports them; else (a stream from a server that ignores include_usage, or one
         # closed early) an estimate in the embedder's word pieces of what was sent and what was read.
-        reported = usage if usage.total_tokens else estimate_usage(messages, "".join(read)) if read else None
+        reported = (
+            usage
+            if usage.total_tokens
+            else estimate_usage([m.get("content", "") for m in messages], "".join(read))
+            if read
+            else None
+        )
         if run.refused:
             yield REFUSAL
             yield Generated(
@@ -351,9 +357,9 @@ class _Run:
         )
 
 
-def estimate_usage(messages: list[Message], completion: str) -> TokenUsage:
-    """Token usage counted in the embedder's word pieces: the messages sent as the prompt, the text read back."""
-    prompt_tokens = sum(count_tokens(m.get("content", "")) for m in messages)
+def estimate_usage(prompt: Sequence[str], completion: str) -> TokenUsage:
+    """Token usage counted in the embedder's word pieces: the prompt's texts, and the completion."""
+    prompt_tokens = sum(count_tokens(text) for text in prompt)
     completion_tokens = count_tokens(completion)
     return TokenUsage(
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens

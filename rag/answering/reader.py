@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embedding import adapted_encoder, encode_pair_ids
+from rag.embedding import adapted_encoder, encode_pair_ids, pad_ids
 from rag.minilm import NumpyMiniLM, OnnxMiniLM
 
 WEIGHTS = Path(__file__).with_name("reader_weights.npz")
@@ -79,13 +79,7 @@ class Reader:
             return np.zeros(0, dtype=np.float32)
         self.load()
         assert self._encoder is not None
-        rows = [pair_ids(question, s) for s in sentences]
-        width = max(len(r) for r in rows)
-        ids = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-            mask[i, : len(r)] = 1
+        ids, mask = pad_ids([pair_ids(question, s) for s in sentences])
         hidden = self._encoder.hidden(ids, mask)
         m = mask.astype(np.float32)[:, :, None]
         pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from rag.factory import open_store
 from rag.text import sentence_spans
 from rag.types import Document
 from tests.conftest import make_settings
+from tests.pdfs import pdf_file
 
 # Each page's lines, as a PDF's text operators draw them. Page 1 ends on a hyphenated word and page 2 on a word
 # without a full stop: neither may glue to the next page's first word.
@@ -61,18 +61,7 @@ def pdf_bytes(pages: list[list[str]]) -> bytes:
         )
         kids.append(f"{len(objects)} 0 R")
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode()
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{number} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for offset in offsets:
-        out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
+    return pdf_file(objects)
 
 
 @pytest.fixture

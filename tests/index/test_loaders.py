@@ -3,7 +3,6 @@ is read), and HTML is read in linear time whatever its nesting or its malformed 
 
 from __future__ import annotations
 
-import io
 import time
 import zlib
 from pathlib import Path
@@ -14,6 +13,7 @@ from index.loaders import LoadError, document_from_bytes, load_document
 from rag.errors import DocumentTooLarge
 from rag.text import normalize_text
 from tests.conftest import index_folder, make_settings
+from tests.pdfs import pdf_file
 
 CAP = 1_000_000
 # Bounded reading takes about 1 s (bombs) or 0.1-0.4 s (HTML) on an idle 2-core machine; unbounded, these inputs
@@ -45,18 +45,7 @@ def pdf_bytes(pages: list[bytes], *, compress: bool = True, form: bytes | None =
             + b" >> >>"
         )
         objects.append(_stream(content, compress))
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{number} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for offset in offsets:
-        out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
+    return pdf_file(objects)
 
 
 def _stream(content: bytes, compress: bool, extra: bytes = b"") -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from rag.factory import open_store
 from rag.retrieval.hybrid import HybridRetriever
 from rag.types import Document
 from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings
+from tests.pdfs import pdf_file
 
 ALPHA = "Alpha reactors run on molten salt. They were first tested in 1965 at Oak Ridge."
 BETA = "Beta gardens grow purple tomatoes. The tomatoes ripen in late September."
@@ -151,18 +151,7 @@ def _pdf_bytes(text: str) -> bytes:
         b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{number} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for offset in offsets:
-        out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
+    return pdf_file(objects)
 
 
 def _rag(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
