@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.middleware import EdgeMiddleware
 from api.routes import answers, chat, documents, evaluation, jobs, openai_compat, operations, page
-from api.tenancy import LOCAL_TENANT, TenantRegistry
+from api.tenancy import LOCAL_TENANT, Tenant, TenantRegistry
 from index.jobs import JobRunner
 from rag.config import Settings, get_settings
 from rag.embedding import SentenceTransformerEmbedder
@@ -55,14 +56,13 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
             await run_in_threadpool(tenant.service.answerer.load)
             try:
                 lexical = await run_in_threadpool(tenant.service.retriever.lexical)
-                # A crash or a failed write may have left chunks without their record: the store is made whole
-                # before the first request (every replica does this; each document is repaired under its lock).
-                await run_in_threadpool(tenant.indexer.repair, lexical.snapshot)
-                chunks = await run_in_threadpool(tenant.service.store.count_chunks)
-                log.info("ready: tenant %s has %d chunks (store %s)", name, chunks, store)
+                log.info("ready: tenant %s has %d chunks (store %s)", name, lexical.size, store)
             except StoreUnavailable:
                 # Start anyway: /ready says 503 and requests get store_unavailable until the store is back.
                 log.warning("store %s unreachable at start; will retry on each request", store)
+            # The BM25 index follows the change log from now on; the store is made whole in the background.
+            tenant.service.retriever.side.start()
+            _start_housekeeping(tenant)
         runner = JobRunner(
             store=JobStore(settings.jobs_path),
             indexer_for=lambda name: registry.get(name).indexer,
@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
             yield
         finally:
             await run_in_threadpool(runner.stop)
+            for tenant in registry.opened():
+                await run_in_threadpool(tenant.service.retriever.side.stop)
 
     app = FastAPI(
         title="Cited answers",
@@ -99,3 +101,30 @@ def create_app(settings: Settings | None = None, *, embedder: SentenceTransforme
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _start_housekeeping(tenant: Tenant) -> None:
+    """Repair the store and reconcile the BM25 index with the document records, in a thread of its own.
+
+    A crash or a failed write may have left chunks without their record (no reader sees them: retrieval keeps only
+    chunks whose content hash matches their record, so this can wait) or a document written without its change-log
+    entry (``LexicalSide.reconcile`` finds it). Both read the whole collection or its records, O(collection), so they
+    run after the replica is ready rather than before: a restart over 10^5 chunks is ready in seconds.
+    """
+
+    def run() -> None:
+        tenant.service.start_repair = "running"
+        try:
+            tenant.indexer.repair()
+            tenant.service.retriever.side.reconcile()
+            tenant.service.start_repair = "done"
+        except StoreUnavailable:
+            tenant.service.start_repair = "failed"
+            log.warning(
+                "tenant %s: the store is unreachable; its repair waits for the next start or rag index", tenant.name
+            )
+        except Exception:
+            tenant.service.start_repair = "failed"
+            log.exception("tenant %s: the start-up repair failed", tenant.name)
+
+    threading.Thread(target=run, name=f"housekeeping-{tenant.name}", daemon=True).start()

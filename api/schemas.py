@@ -159,6 +159,11 @@ class ReadyResponse(BaseModel):
     documents: int
     store_available: bool = True
     reason: str | None = Field(None, description="Why the service is not ready (null when it is).")
+    start_repair: str | None = Field(
+        None,
+        description="The start-up repair of the store (stray chunks of crashed writes, documents missing chunks, "
+        "the BM25 index reconciled with the records), run after the replica is ready: running, done or failed.",
+    )
 
 
 MAX_DOC_ID_CHARS = 256

@@ -160,6 +160,11 @@ class TenantRegistry:
                 self._tenants[name] = tenant
         return tenant
 
+    def opened(self) -> list[Tenant]:
+        """The tenants built so far."""
+        with self._lock:
+            return list(self._tenants.values())
+
     def _build(self, name: str) -> Tenant:
         collection_tenant = None if name == LOCAL_TENANT and not self.keyring.enabled else name
         service = build_service(self.settings, embedder=self.embedder, tenant=collection_tenant)

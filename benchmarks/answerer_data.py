@@ -81,9 +81,7 @@ def collect(service: RAGService, items: list[dict[str, Any]], *, top_k: int) -> 
     for n, item in enumerate(items, start=1):
         q_emb = service.embedder.embed_query(item["question"])
         passages = service.retriever.retrieve(item["question"], top_k=top_k, query_embedding=q_emb)
-        found = service.answerer.featurize(
-            item["question"], passages, q_emb, idf=service.retriever.lexical().bm25.idf_of
-        )
+        found = service.answerer.featurize(item["question"], passages, q_emb, idf=service.retriever.lexical().idf_of)
         labels = np.array([containment(s.text, item["answers"]) for s in found.sentences], dtype=np.float32)
         out.append(Example(featurized=found, labels=labels, **item))
         if n % 500 == 0:

@@ -74,11 +74,12 @@ def main() -> None:
     queries = np.stack([model.embed_query(i.question) for i in items])
     settings_list = [parse_setting(s) for s in (args.setting or ["convex:0.8:1.0", "rrf:1:1"])]
     retrievers = [HybridRetriever(store=store, embedder=model, **s) for s in settings_list]  # type: ignore[arg-type]
-    built: dict[bool, object] = {}
+    built: dict[bool, HybridRetriever] = {}
     for r in retrievers:  # one BM25 build per title handling
         if r.bm25_titles in built:
-            r._lexical = built[r.bm25_titles]  # type: ignore[assignment]
-        built[r.bm25_titles] = r.lexical()
+            r.side = built[r.bm25_titles].side
+        built[r.bm25_titles] = r
+        r.lexical()
     metrics: list[dict[str, list[float]]] = [{} for _ in retrievers]
     times: list[list[float]] = [[] for _ in retrievers]
     for qi, item in enumerate(items):

@@ -163,6 +163,25 @@ class Settings(BaseSettings):
         None,
         description="The SQLite file that holds ingestion jobs and their uploads; default <data_dir>/jobs.sqlite3.",
     )
+    lexical_cache: bool = Field(
+        True,
+        description="Keep the BM25 index in <data_dir>/lexical/ between starts (validated against the store's change "
+        "log at start); false: rebuild it from the collection at every start.",
+    )
+    lexical_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="rag serve reads the store's change log this often, so a write of another replica reaches its "
+        "BM25 index within about this long even when no question arrives.",
+    )
+    lexical_wait_s: float = Field(
+        0.2,
+        ge=0,
+        le=10,
+        description="A question that finds the store changed waits at most this long for the BM25 index to catch up, "
+        "then answers from the last consistent one.",
+    )
     sync_upload_bytes: int = Field(
         DEFAULT_SYNC_UPLOAD_BYTES,
         ge=0,
@@ -309,6 +328,13 @@ class Settings(BaseSettings):
     def conversation_path(self) -> Path:
         """Where conversations live: RAG_CONVERSATION_DB, else a file under RAG_DATA_DIR."""
         return self.conversation_db or Path(self.data_dir) / "conversations.sqlite3"
+
+    def lexical_cache_path(self, collection: str) -> Path | None:
+        """Where a collection's BM25 index is kept between starts (one file per store and collection), or None."""
+        if not self.lexical_cache:
+            return None
+        where = hashlib.sha1(f"{self.chroma_url or Path(self.data_dir).resolve()}".encode()).hexdigest()[:12]
+        return Path(self.data_dir) / "lexical" / f"{collection}-{where}.npz"
 
     @property
     def jobs_path(self) -> Path:

@@ -64,7 +64,13 @@ def build_service(
     """
     embedder = embedder or build_embedder(settings)
     store = open_store(settings, tenant=tenant)
-    retriever = HybridRetriever(store=store, embedder=embedder)
+    retriever = HybridRetriever(
+        store=store,
+        embedder=embedder,
+        cache_path=settings.lexical_cache_path(settings.collection_for(tenant)),
+        poll_s=settings.lexical_poll_s,
+        wait_s=settings.lexical_wait_s,
+    )
     # One sentence cache for the extractive answerer and the support judge: the judge scores the sentences the
     # extractive answer has just embedded.
     sentence_vectors = EmbeddingCache(embedder.embed)

@@ -67,6 +67,8 @@ class RAGService:
         self.generator = generator
         # Called with every answer produced (metrics at the edge); an observer's failure never fails an answer.
         self.observers: list[Callable[[Answer], None]] = []
+        # The start-up repair (api.app): None before it starts, then "running", "done" or "failed" (/ready says).
+        self.start_repair: str | None = None
 
     def ask(self, question: str, *, top_k: int | None = None, context: Sequence[PriorTurn] = ()) -> Answer:
         """Answer ``question`` from the index, citing the sentences used; ``context`` is the chat so far."""
@@ -122,7 +124,7 @@ class RAGService:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         lexical = self.retriever.lexical()
-        if lexical.bm25.size == 0:
+        if lexical.size == 0:
             raise IndexEmpty("the index is empty: index some documents first (rag index PATH or POST /documents)")
         resolved = resolve_followup(question, context)
         q_emb = self.embedder.embed_query(resolved.text)
@@ -136,7 +138,7 @@ class RAGService:
         t2 = time.perf_counter()
         # The extractive answer is computed even when a model will write the answer: its evidence score gates a
         # refusal (calibrated, and no model call for off-topic questions) and it is the fallback.
-        extract = self.answerer.answer(resolved.text, passages, q_emb, idf=lexical.bm25.idf_of)
+        extract = self.answerer.answer(resolved.text, passages, q_emb, idf=lexical.idf_of)
         t3 = time.perf_counter()
         timings.update(embed=_ms(t1 - t0), retrieve=_ms(t2 - t1), answer=_ms(t3 - t2))
         return _Prepared(
@@ -146,7 +148,7 @@ class RAGService:
             extract=extract,
             timings=timings,
             t0=t0,
-            pages=lexical.snapshot.doc_pages,
+            pages=lexical.doc_pages,
         )
 
     def _observed(self, answer: Answer) -> Answer:
@@ -220,7 +222,7 @@ class _Prepared:
     extract: Extract
     timings: dict[str, float]
     t0: float
-    # Where each page begins, for the documents with pages (the store's records, read with the BM25 snapshot).
+    # Where each page begins, for the documents with pages (the store's records, as the BM25 index holds them).
     pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def answer(self, result: Generated) -> Answer:

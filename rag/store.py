@@ -1,9 +1,11 @@
 """The only place that speaks to Chroma.
 
-Three collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets), ``<name>-docs`` (the full
-normalised text of each document, its source and content hash) and ``<name>-locks`` (one lease per document being
-written: ``locked``, rag.locks). The docs collection's metadata holds a ``generation`` counter, bumped after every
-change that derived local state (the BM25 index) must notice.
+Four collections per tenant: ``<name>-chunks`` (chunk text, embedding, offsets), ``<name>-docs`` (the full
+normalised text of each document, its source and content hash), ``<name>-locks`` (one lease per document being
+written: ``locked``, rag.locks) and ``<name>-changes`` (the change log: which documents each write changed, in
+order, so every replica updates its BM25 index by the changed documents only; see ``bump_generation``). The docs
+collection's metadata holds a ``generation`` counter, bumped after every change that derived local state (the BM25
+index) must notice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,13 @@ from rag.types import Chunk, Document, DocumentInfo
 log = logging.getLogger(__name__)
 
 _GENERATION = "generation"
+_TRIMMED_BEFORE = "trimmed_before"
+_DOCS_PER_READ = 100
+_TRIM_EVERY = 256  # a process trims the change log at its first write and every 256th after
+# A reader reads the log again from this far before the last value it applied (see bump_generation): a write whose
+# entry lands later than that (its add took longer than a minute) is missed until the next reconcile pass.
+CHANGE_WINDOW_NS = 60 * 10**9
+CHANGE_LOG_KEEP_NS = 7 * 24 * 3600 * 10**9  # a week: a replica stopped for longer rebuilds its BM25 index at start
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
 _SNAPSHOT_TRIES = 5
@@ -65,6 +75,36 @@ class ChunkSnapshot:
     doc_pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change log: these documents changed (written, replaced or deleted) at ``seq``."""
+
+    entry_id: str
+    seq: int
+    doc_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChangeLog:
+    """The change log read from one point on: its entries (oldest first), where it was trimmed, and the store's
+    identity (a store deleted and created again has another, so nothing derived from the old one is reused)."""
+
+    entries: list[Change]
+    trimmed_before: int
+    epoch: str
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """What the BM25 index needs of one document: its record and its current chunks (id, text, start)."""
+
+    doc_id: str
+    content_hash: str
+    title: str
+    page_starts: tuple[int, ...]
+    chunks: list[tuple[str, str, int]]
+
+
 class ChromaStore:
     """Chunks, embeddings and document texts of one tenant's collection."""
 
@@ -86,6 +126,11 @@ class ChromaStore:
         self._opened: tuple[Any, Any, Any, int] | None = None  # client, chunks, docs, max batch
         self._connecting: Connecting | None = None
         self._lock_collection: tuple[Any, Any] | None = None  # (the client it came from, the locks collection)
+        self._change_collection: tuple[Any, Any] | None = None  # (the client it came from, the change log)
+        self._bumps = 0
+        # Called with each change this process commits (after its generation bump): the BM25 index of this
+        # process applies its own writes at once (read-your-writes), other replicas through the change log.
+        self.listeners: list[Callable[[Change], None]] = []
         # The locks' own calls never start a pending repair (their heartbeat runs in threads of its own).
         self._doc_locks = DocumentLocks(
             lambda: self._locks,
@@ -366,7 +411,7 @@ class ChromaStore:
                 except Exception:
                     self._repair_now(doc_ids)  # the server answers: clean up under the locks still held
                     raise
-            self.bump_generation()
+            self.bump_generation(doc_ids)
         except StoreUnavailable:
             self._pending.add(doc_ids)  # see PendingRepairs: part of the write may be in the store, or land later
             raise
@@ -435,7 +480,7 @@ class ChromaStore:
                 busy.add(doc_id)
         if len(busy) < len(doc_ids):
             # Even if nothing was removed: the failed write may have changed the store without moving the generation.
-            self.bump_generation()
+            self.bump_generation([d for d in doc_ids if d not in busy])
             log.log(
                 logging.WARNING if removed else logging.INFO,
                 "repaired %d documents a failed write had left half-done: %d stray chunks deleted",
@@ -547,7 +592,7 @@ class ChromaStore:
                 for lo in range(0, len(ids), self._max_batch):
                     self._chunks.delete(ids=ids[lo : lo + self._max_batch])
             if existed or ids:
-                self.bump_generation()
+                self.bump_generation([doc_id])
         except StoreUnavailable:
             self._pending.add([doc_id])  # as in replace_documents
             raise
@@ -581,18 +626,147 @@ class ChromaStore:
                 out.extend((i, dict(m or {})) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True))
         return out
 
-    def bump_generation(self) -> None:
-        """Move the change counter to a value no reader has seen.
+    def bump_generation(self, doc_ids: Sequence[str] = ()) -> Change | None:
+        """Move the change counter to a value no reader has seen; log ``doc_ids`` as changed at that value.
 
         Read-modify-write of a counter loses updates when two processes write at once (both write n+1, and a
         reader that rebuilt at the first n+1 misses the second write). The clock in nanoseconds, kept above the
         old value, gives every write its own value, so every reader notices every write.
+
+        The change-log entry is added before the counter moves: a reader that sees the new value finds the entry.
+        Two writers racing can still add their entries out of order (one takes its value, the other takes a larger
+        one and commits first), so readers read the log again from ``CHANGE_WINDOW_NS`` before the last value they
+        applied and skip the entries they have (rag.retrieval.lexical). Returns the logged change (None if no
+        documents were named). A process killed between its write and this call leaves no entry: replicas learn of
+        that document at their next start's reconcile pass (``LexicalSide``), or when it is written again.
         """
         with _translate_errors(self._reset):
             docs = self._client.get_collection(self._docs.name, embedding_function=None)
             meta = dict(docs.metadata or {})
-            meta[_GENERATION] = max(int(meta.get(_GENERATION, 0)) + 1, time.time_ns())
+            seq = max(int(meta.get(_GENERATION, 0)) + 1, time.time_ns())
+            change = None
+            if doc_ids:
+                change = Change(f"{seq:020d}-{uuid.uuid4().hex[:12]}", seq, tuple(sorted(set(doc_ids))))
+                self._changes.add(
+                    ids=[change.entry_id],
+                    embeddings=[_PLACEHOLDER],
+                    metadatas=[{"seq": seq, "docs": json.dumps(change.doc_ids)}],
+                )
+            meta[_GENERATION] = seq
             docs.modify(metadata=meta)
+        self._bumps += 1
+        if self._bumps % _TRIM_EVERY == 1:
+            self._trim_changes()
+        if change is not None:
+            for listener in list(self.listeners):
+                try:
+                    listener(change)
+                except Exception:  # the write is committed; the listener catches up from the log later
+                    log.exception("a listener of change %s failed", change.entry_id)
+        return change
+
+    def changes_since(self, after: int, *, limit: int) -> ChangeLog | None:
+        """The change-log entries with a value above ``after``, oldest first; None if there are more than ``limit``
+        (a reader that far behind rebuilds from the collection instead).
+
+        ``trimmed_before`` is read after the entries: the trim writes it before deleting (``_trim_changes``), so a
+        reader whose entries were read after a trim always sees that trim's bound.
+        """
+        with _translate_errors(self._reset):
+            got = self._changes.get(where={"seq": {"$gt": int(after)}}, include=["metadatas"], limit=limit + 1)
+            if len(got["ids"]) > limit:
+                return None
+            entries = [
+                Change(entry_id, int(m["seq"]), tuple(json.loads(m["docs"])))
+                for entry_id, m in zip(got["ids"], got["metadatas"] or [], strict=True)
+            ]
+            changes = self._client.get_collection(self._changes.name, embedding_function=None)
+            trimmed = int((changes.metadata or {}).get(_TRIMMED_BEFORE, 0))
+            epoch = str(self._docs.id)
+        return ChangeLog(sorted(entries, key=lambda c: (c.seq, c.entry_id)), trimmed, epoch)
+
+    def epoch(self) -> str:
+        """The store's identity: the docs collection's id, new whenever the collection is created again."""
+        return str(self._docs.id)
+
+    def _trim_changes(self) -> None:
+        """Delete change-log entries older than ``CHANGE_LOG_KEEP_NS``; a replica that has not read the log for that
+        long rebuilds its BM25 index from the collection. The bound is written first (see ``changes_since``)."""
+        try:
+            with _translate_errors(self._reset):
+                cutoff = time.time_ns() - CHANGE_LOG_KEEP_NS
+                changes = self._client.get_collection(self._changes.name, embedding_function=None)
+                meta = dict(changes.metadata or {})
+                if int(meta.get(_TRIMMED_BEFORE, 0)) >= cutoff:
+                    return
+                meta[_TRIMMED_BEFORE] = cutoff
+                changes.modify(metadata=meta)
+                self._changes.delete(where={"seq": {"$lt": cutoff}})
+        except StoreUnavailable:
+            log.warning("could not trim the change log now; the next writes try again")
+
+    @property
+    def _changes(self) -> Any:
+        client = self._open(settle=False)[0]
+        cached = self._change_collection
+        if cached is None or cached[0] is not client:
+            with _translate_errors(self._reset):
+                collection = client.get_or_create_collection(
+                    f"{self._collection}-changes", embedding_function=None, metadata={_TRIMMED_BEFORE: 0}
+                )
+            cached = self._change_collection = (client, collection)
+        return cached[1]
+
+    def indexed_documents(self, doc_ids: Sequence[str]) -> dict[str, IndexedDocument | None]:
+        """Each document's record and current chunks, as the BM25 index needs them (None: no such document).
+
+        Reads the records first, then the chunks of each record's content hash: a write committed in between
+        leaves fewer chunks here, and its own change-log entry makes the reader read the document again.
+        """
+        out: dict[str, IndexedDocument | None] = {doc_id: None for doc_id in doc_ids}
+        ids = list(out)
+        with _translate_errors(self._reset):
+            for lo in range(0, len(ids), _DOCS_PER_READ):
+                group = ids[lo : lo + _DOCS_PER_READ]
+                records = self._docs.get(ids=group, include=["metadatas"])
+                infos = {i: _info(i, m) for i, m in zip(records["ids"], records["metadatas"] or [], strict=True)}
+                if not infos:
+                    continue
+                got = self._chunks.get(where={"doc_id": {"$in": list(infos)}}, include=["documents", "metadatas"])
+                chunks: dict[str, list[tuple[str, str, int]]] = {i: [] for i in infos}
+                for chunk_id, text, meta in zip(
+                    got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True
+                ):
+                    doc_id = str((meta or {}).get("doc_id"))
+                    info = infos.get(doc_id)
+                    if info is not None and (meta or {}).get("content_hash") == info.content_hash:
+                        chunks[doc_id].append((chunk_id, text or "", int(meta.get("start", 0))))
+                for doc_id, info in infos.items():
+                    out[doc_id] = IndexedDocument(
+                        doc_id, info.content_hash, info.title, info.page_starts, sorted(chunks[doc_id], key=_by_start)
+                    )
+        return out
+
+    def chunks_by_id(self, ids: Sequence[str]) -> dict[str, DenseHit]:
+        """These chunks (text, metadata, decoded sentence vectors) by id; ids no longer stored are left out."""
+        if not ids:
+            return {}
+        with _translate_errors(self._reset):
+            got = self._chunks.get(ids=list(ids), include=["documents", "metadatas"])
+        return {
+            chunk_id: DenseHit(
+                chunk_id=chunk_id,
+                text=text or "",
+                metadata=_without(meta, _SENTENCE_VECTORS),
+                similarity=0.0,
+                sentence_vectors=_sentence_vectors_of(meta),
+            )
+            for chunk_id, text, meta in zip(got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True)
+        }
+
+
+def _by_start(chunk: tuple[str, str, int]) -> tuple[int, str]:
+    return chunk[2], chunk[0]
 
 
 def _collections(client: Any, name: str) -> tuple[Any, Any, Any, int]:

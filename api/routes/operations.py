@@ -46,6 +46,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
         chunks=chunks,
         documents=documents,
         reason=reason,
+        start_repair=service.start_repair,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

@@ -8,15 +8,14 @@ reciprocal rank fusion stays available (``fusion="rrf"``). See README, "Evaluati
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rag.embedding import Embedder
-from rag.retrieval.bm25 import BM25Index
-from rag.store import ChromaStore, ChunkSnapshot
+from rag.retrieval.lexical import LexicalIndex, LexicalSide
+from rag.store import ChromaStore
 from rag.types import Passage
 
 RRF_K = 60
@@ -31,14 +30,8 @@ BM25_WEIGHT = 1.0
 BM25_TITLES = True
 
 
-@dataclass
-class _Lexical:
-    snapshot: ChunkSnapshot
-    bm25: BM25Index
-
-
 class HybridRetriever:
-    """Fuses Chroma's nearest neighbours with BM25; the BM25 side is rebuilt whenever the store's generation moves."""
+    """Fuses Chroma's nearest neighbours with BM25; the BM25 side follows the store's change log (rag.retrieval.lexical)."""
 
     def __init__(
         self,
@@ -51,6 +44,9 @@ class HybridRetriever:
         bm25_weight: float = BM25_WEIGHT,
         fusion: str = FUSION,
         bm25_titles: bool = BM25_TITLES,
+        cache_path: Path | None = None,
+        poll_s: float = 1.0,
+        wait_s: float = 0.2,
     ) -> None:
         if fusion not in {"convex", "rrf"}:
             raise ValueError("fusion must be 'convex' or 'rrf'")
@@ -62,33 +58,12 @@ class HybridRetriever:
         self.bm25_weight = bm25_weight
         self.fusion = fusion
         self.bm25_titles = bm25_titles
-        self._lexical: _Lexical | None = None
-        self._lock = threading.Lock()
+        # What BM25 indexes: each chunk's text, after its document's title unless the chunk starts the document.
+        self.side = LexicalSide(store, titles=bm25_titles, cache_path=cache_path, poll_s=poll_s, wait_s=wait_s)
 
-    def lexical(self) -> _Lexical:
-        """The BM25 side, rebuilt from the store if another writer (or process) changed it."""
-        generation = self.store.generation()
-        current = self._lexical
-        if current is not None and current.snapshot.generation == generation:
-            return current
-        with self._lock:
-            current = self._lexical
-            if current is None or current.snapshot.generation != generation:
-                snapshot = self.store.snapshot()
-                current = _Lexical(snapshot=snapshot, bm25=BM25Index(self._lexical_texts(snapshot)))
-                self._lexical = current
-        return current
-
-    def _lexical_texts(self, snapshot: ChunkSnapshot) -> list[str]:
-        """What BM25 indexes: each chunk's text, after its document's title unless the chunk starts the document."""
-        if not self.bm25_titles:
-            return snapshot.texts
-        titles = {d.doc_id: d.title for d in self.store.list_documents() if d.title}
-        out = []
-        for text, meta in zip(snapshot.texts, snapshot.metadatas, strict=True):
-            title = titles.get(str(meta.get("doc_id")))
-            out.append(f"{title}\n\n{text}" if title and int(meta.get("start", 0)) > 0 else text)
-        return out
+    def lexical(self) -> LexicalIndex:
+        """The BM25 side, caught up with the store's change log (see LexicalSide.current)."""
+        return self.side.current()
 
     def retrieve(
         self,
@@ -96,7 +71,7 @@ class HybridRetriever:
         *,
         top_k: int,
         query_embedding: np.ndarray | None = None,
-        lexical: _Lexical | None = None,
+        lexical: LexicalIndex | None = None,
     ) -> list[Passage]:
         """The ``top_k`` best chunks for ``question``, best first (``lexical``: a BM25 side the caller holds)."""
         lexical = lexical or self.lexical()
@@ -104,8 +79,8 @@ class HybridRetriever:
             query_embedding = self.embedder.embed_query(question)
         pool = max(self.candidates, top_k)
         dense = self.store.query(query_embedding, n=pool)
-        sparse_hits = lexical.bm25.top(question, pool)
-        hashes = lexical.snapshot.doc_hashes
+        sparse_hits = lexical.top(question, pool)
+        hashes = lexical.doc_hashes
 
         found: dict[str, dict[str, Any]] = {}
         dense_ranked: list[tuple[str, float]] = []
@@ -120,15 +95,10 @@ class HybridRetriever:
                 "dense": hit.similarity,
                 "sentence_vectors": hit.sentence_vectors,
             }
-        snap = lexical.snapshot
         sparse_ranked: list[tuple[str, float]] = []
-        for pos, score in sparse_hits:
-            chunk_id, meta = snap.ids[pos], snap.metadatas[pos]
-            if not _current(meta, hashes):
-                continue
+        for chunk_id, _doc_id, score in sparse_hits:
             sparse_ranked.append((chunk_id, score))
-            entry = found.setdefault(chunk_id, {"text": snap.texts[pos], "meta": meta})
-            entry["bm25"] = score
+            found.setdefault(chunk_id, {})["bm25"] = score
 
         fused: dict[str, float] = {}
         for ranked, weight in ((dense_ranked, self.dense_weight), (sparse_ranked, self.bm25_weight)):
@@ -136,12 +106,17 @@ class HybridRetriever:
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + contribution
 
         best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:top_k]
-        # Chunks found by BM25 alone come from the snapshot, which leaves sentence vectors in the store: one read
-        # by id (a millisecond or two) instead of embedding their sentences when the question is answered.
-        lexical_only = [cid for cid in best if "sentence_vectors" not in found[cid]]
-        for cid, vectors in self.store.sentence_vectors(lexical_only).items():
-            found[cid]["sentence_vectors"] = vectors
-        return [_passage(cid, found[cid], fused[cid]) for cid in best]
+        # The BM25 index holds ids and term counts only (texts stay in the store, a few hundred bytes a chunk in
+        # memory): the chunks found by BM25 alone are read by id, text, metadata and sentence vectors, in one call.
+        lexical_only = [cid for cid in best if "text" not in found[cid]]
+        read = self.store.chunks_by_id(lexical_only)
+        for cid in lexical_only:
+            stored = read.get(cid)
+            if stored is None or not _current(stored.metadata, hashes):  # deleted or replaced since the index saw it
+                del fused[cid]
+                continue
+            found[cid].update(text=stored.text, meta=stored.metadata, sentence_vectors=stored.sentence_vectors)
+        return [_passage(cid, found[cid], fused[cid]) for cid in best if cid in fused]
 
     def _contributions(self, ranked: list[tuple[str, float]], weight: float) -> list[tuple[str, float]]:
         """Each chunk's share of the fused score from one ranked list (best first)."""

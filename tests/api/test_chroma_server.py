@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -144,3 +144,57 @@ def test_two_replicas_on_one_chroma_server_serve_the_same_index(replicas: tuple[
     assert httpx.get(f"{two.url}/documents/alpha").status_code == 404
     body = httpx.post(f"{two.url}/ask", json={"question": QUESTION, "top_k": 10}, timeout=60).json()
     assert {p["doc_id"] for p in body["passages"]} == {"beta"}
+
+
+# The bound README states ("Growth"): a document one replica has indexed is answered by every other replica,
+# BM25 included, within RAG_LEXICAL_POLL_S plus one catch-up, even with no question to trigger it.
+STALENESS_S = 2.0
+
+
+def _until(check: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_idle_replica_answers_a_new_document_within_the_staleness_bound(tmp_path: Path, chroma_url: str) -> None:
+    """Replica two never waits for a catch-up (RAG_LEXICAL_WAIT_S=0): only its refresher, reading the change log
+    every 0.5 s, can bring the document written through replica one into its BM25 index."""
+    env = {
+        "RAG_CHROMA_URL": chroma_url,
+        "RAG_COLLECTION": f"stale{os.getpid()}{int(time.time() * 1000) % 10**8}",
+        "RAG_DEVICE": "cpu",
+        "RAG_LEXICAL_POLL_S": "0.5",
+        "RAG_LEXICAL_WAIT_S": "0",
+    }
+    one = ApiProcess({**env, "RAG_DATA_DIR": str(tmp_path / "one")}, tmp_path / "one.log")
+    two = ApiProcess({**env, "RAG_DATA_DIR": str(tmp_path / "two")}, tmp_path / "two.log")
+    try:
+        one.wait_ready()
+        two.wait_ready()
+        assert httpx.post(
+            f"{one.url}/documents", json={"doc_id": "beta", "text": "Beta gardens grow tomatoes."}
+        ).is_success
+        wait_until_ok(two.process, f"{two.url}/ready", timeout=60)
+        _until(lambda: httpx.post(f"{two.url}/ask", json={"question": "tomatoes"}, timeout=60).status_code == 200)
+        delays = []
+        for round_ in range(3):
+            doc_id = f"zorblax{round_}"
+            text = f"The zorblaxian{round_} reactor was first tested in {1960 + round_} at Oak Ridge."
+            written = httpx.post(f"{one.url}/documents", json={"doc_id": doc_id, "text": text}, timeout=60)
+            assert written.status_code == 201
+            t0 = time.monotonic()
+            while True:
+                body = httpx.post(f"{two.url}/ask", json={"question": f"zorblaxian{round_} reactor"}, timeout=60)
+                found = [p for p in body.json()["passages"] if p["doc_id"] == doc_id and p["bm25_score"]]
+                if found:
+                    delays.append(time.monotonic() - t0)
+                    break
+                assert time.monotonic() - t0 < 30, "replica two never saw the document"
+                time.sleep(0.05)
+        assert max(delays) <= STALENESS_S, delays
+        assert (tmp_path / "two.log").read_text().count("BM25 index built from the collection") == 1
+    finally:
+        one.stop()
+        two.stop()

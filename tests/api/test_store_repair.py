@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,17 @@ from rag.store import ChromaStore
 from tests.api.test_chroma_server import ApiProcess
 from tests.api.test_document_races import _assert_whole_or_gone, _Pausing, _store, _version
 from tests.conftest import make_settings
+
+
+def _repaired(http: httpx.Client, timeout_s: float = 60) -> dict[str, Any]:
+    """/ready once the start-up repair (run after the replica is ready) has finished."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = http.get("/ready").json()
+        if ready["start_repair"] in {"done", "failed"} or time.monotonic() > deadline:
+            assert ready["start_repair"] == "done", ready
+            return ready  # type: ignore[no-any-return]
+        time.sleep(0.1)
 
 
 def _text(topic: str, sentences: int) -> str:
@@ -57,7 +69,7 @@ def test_serve_killed_between_chunks_and_record_repairs_orphans_at_restart(tmp_p
         with httpx.Client(base_url=second.url, timeout=120) as http:
             listed = {d["doc_id"] for d in http.get("/documents").json()["documents"]}
             assert listed == {"harbour", "orbit", "lantern"}
-            ready = http.get("/ready").json()
+            ready = _repaired(http)
             assert ready["documents"] == 3
             assert ready["chunks"] == _listed_chunks(http), f"/ready counts {ready['chunks']} chunks: orphans left"
     finally:
@@ -109,6 +121,7 @@ def test_start_reindexes_a_document_whose_record_counts_chunks_the_store_lost(tm
         store.delete_chunks(store.chunk_ids_of("log"))
         assert client.get("/ready").json()["chunks"] == 0
     with TestClient(create_app(settings, embedder=embedder)) as client:
+        _repaired(client)
         store = client.app.state.registry.get("local").service.store  # type: ignore[attr-defined]
         assert len(store.chunk_ids_of("log")) == added["chunks"] == _listed_chunks(client)
         body = client.post("/ask", json={"question": "Who filed harbour log entry 12?", "top_k": 50}).json()

@@ -74,7 +74,7 @@ def test_index_paths_removed_file_loses_its_chunks_and_bm25_follows(indexer: Ind
     assert indexer.store.get_document("alpha.txt") is None
     assert indexer.store.chunk_ids_of("alpha.txt") == []
     # The same retriever object notices the change: its BM25 side must not return the removed chunks.
-    assert retriever.lexical().bm25.size == indexer.store.count_chunks()
+    assert retriever.lexical().size == indexer.store.count_chunks()
     assert {p.doc_id for p in retriever.retrieve("molten salt reactors", top_k=5)} == {"beta.txt"}
 
 

@@ -49,11 +49,13 @@ def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -
     )
     snapshot = store.snapshot()
     assert len(snapshot.ids) > 2
-    later = [i for i, m in enumerate(snapshot.metadatas) if m["start"] > 0]
-    with_titles = HybridRetriever(store=store, embedder=embedder).lexical().bm25.scores("zebrafish")
-    without = HybridRetriever(store=store, embedder=embedder, bm25_titles=False).lexical().bm25.scores("zebrafish")
-    assert all(with_titles[i] > 0 for i in later)
-    assert all(without[i] == 0 for i in later)
+    later = [cid for cid, m in zip(snapshot.ids, snapshot.metadatas, strict=True) if m["start"] > 0]
+    n = len(snapshot.ids)
+    with_titles = {c: s for c, _, s in HybridRetriever(store=store, embedder=embedder).lexical().top("zebrafish", n)}
+    lexical = HybridRetriever(store=store, embedder=embedder, bm25_titles=False).lexical()
+    without = {c: s for c, _, s in lexical.top("zebrafish", n)}
+    assert later and all(with_titles.get(c, 0) > 0 for c in later)
+    assert all(c not in without for c in later)
     # The passages keep the chunk's own text: the title only feeds BM25.
     passages = HybridRetriever(store=store, embedder=embedder).retrieve("zebrafish", top_k=len(snapshot.ids))
     assert {p.text for p in passages} <= set(snapshot.texts)

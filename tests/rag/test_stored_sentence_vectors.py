@@ -76,8 +76,8 @@ def test_passages_without_stored_vectors_are_embedded_on_demand(seeded_settings,
     q_emb = embedder.embed_query(question)
     passages = service.retriever.retrieve(question, top_k=5, query_embedding=q_emb)
     lexical = service.retriever.lexical()
-    stored = service.answerer.answer(question, passages, q_emb, idf=lexical.bm25.idf_of)
+    stored = service.answerer.answer(question, passages, q_emb, idf=lexical.idf_of)
     stripped = [p.model_copy(update={"sentence_vectors": None}) for p in passages]
-    on_demand = service.answerer.answer(question, stripped, q_emb, idf=lexical.bm25.idf_of)
+    on_demand = service.answerer.answer(question, stripped, q_emb, idf=lexical.idf_of)
     assert service.sentence_vectors.misses > 0  # an old index's chunks: the sentences were embedded now
     assert not on_demand.no_answer and on_demand.citations and stored.citations
