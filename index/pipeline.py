@@ -371,9 +371,10 @@ class Indexer:
         record counts more chunks than the store has (left by a delete that interleaved with a write before writes
         took locks). ``snapshot``, if given, spares a read of the whole collection.
         """
+        # One read of the collection serves both steps: the chunks the first deletes are never current ones, so the
+        # counts of current chunks below do not change.
+        snapshot = snapshot or self.store.snapshot()
         removed = self.store.repair(snapshot)
-        if snapshot is None or removed:
-            snapshot = self.store.snapshot()
         have = Counter((str(m.get("doc_id")), m.get("content_hash")) for m in snapshot.metadatas)
         reindexed = 0
         for info in self.store.list_documents():

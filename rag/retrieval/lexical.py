@@ -633,8 +633,16 @@ class LexicalSide:
         return replace(index, generation=generation)
 
     def _own_change(self, change: Change) -> None:
-        """A write of this process: applied before the write returns, so the writer's next question sees it."""
-        with self._lock:
+        """A write of this process: applied before the write returns, so the writer's next question sees it.
+
+        The documents are read back from the store, not taken from the write: two writes of one document by this
+        process may reach here in either order, and the store holds the later. If a rebuild holds the index for
+        longer than a second, the write returns and the change log brings the change in after the rebuild.
+        """
+        if not self._lock.acquire(timeout=1.0):
+            self._wake.set()
+            return
+        try:
             index = self._index
             if index is None or change.entry_id in self._applied:
                 return
@@ -642,6 +650,8 @@ class LexicalSide:
             self._applied[change.entry_id] = change.seq
             self._dirty = True
             self._publish(index)
+        finally:
+            self._lock.release()
 
     def reconcile(self) -> int:
         """Compare the index with every document record and re-read those that differ (a writer killed between its
