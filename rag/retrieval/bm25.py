@@ -1,4 +1,8 @@
-"""A small BM25 (Okapi) index over chunk texts, as a sparse term-by-chunk weight matrix."""
+"""A small BM25 (Okapi) index over chunk texts, as a sparse term-by-chunk weight matrix, built from scratch.
+
+Retrieval uses the incremental index in rag.retrieval.lexical, which shares K1 and B; this one is the reference it
+is tested against (tests/rag/test_lexical.py) and what benchmarks/bench_lexical.py times as the old per-write rebuild.
+"""
 
 from __future__ import annotations
 
