@@ -381,10 +381,22 @@ def build_index(docs: Sequence[IndexedDocument], *, titles: bool, generation: in
 
 
 # --- the cache beside the service ----------------------------------------------------------------------------
-def save_index(index: LexicalIndex, path: Path, *, epoch: str, pointer: int, applied: dict[str, int]) -> None:
-    """Write the index (merged into one segment) atomically, with where in the change log it stands."""
-    one = _merge(index.segments, index.alive, len(index.vocab)) if index.segments else None
-    vocab = sorted(index.vocab, key=index.vocab.__getitem__)
+def save_index(
+    index: LexicalIndex,
+    path: Path,
+    *,
+    epoch: str,
+    pointer: int,
+    applied: dict[str, int],
+    vocab: list[str] | None = None,
+) -> None:
+    """Write the index (merged into one segment) atomically, with where in the change log it stands.
+
+    ``vocab``: the terms in id order, listed by the caller while no update adds to the shared vocabulary (ids are
+    given in insertion order, so the dictionary's order is id order); listed here if not given.
+    """
+    vocab = list(index.vocab) if vocab is None else vocab
+    one = _merge(index.segments, index.alive, len(vocab)) if index.segments else None
     header = {
         "format": CACHE_FORMAT,
         "epoch": epoch,
@@ -718,10 +730,11 @@ class LexicalSide:
             if index is None or not self._dirty:
                 return
             pointer, applied, epoch = self._pointer, dict(self._applied), self._epoch
+            vocab = list(index.vocab)  # updates add to it under this lock only
             self._dirty = False
         try:
             t0 = time.perf_counter()
-            save_index(index, self.cache_path, epoch=epoch, pointer=pointer, applied=applied)
+            save_index(index, self.cache_path, epoch=epoch, pointer=pointer, applied=applied, vocab=vocab)
             self._saved_at = time.monotonic()
             log.info("BM25 index saved to %s in %.2f s", self.cache_path, time.perf_counter() - t0)
         except OSError as exc:
