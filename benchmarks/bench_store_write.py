@@ -11,6 +11,8 @@ Three measurements, each one command (results merged into benchmarks/results/sto
       vectors) from an embedded index, copied with jittered vectors. Each variant runs in fresh processes on a fresh
       store (an embedded PersistentClient, or a `chroma run` server with 1-4 writer processes) and reports chunks/s
       and peak RSS of the writer and the server.
+  python -m benchmarks.bench_store_write read --chunks 20000
+      What keeping the text in a metadata key costs readers: a paged read of the whole collection, dense queries.
   python -m benchmarks.bench_store_write fts --chunks 100000
       SQLite FTS5 (bm25() ranking) as an incremental lexical index beside rag.retrieval.bm25.BM25Index built from
       scratch, over copies of the SQuAD chunks: insert rate, a one-document update, query latency.
@@ -624,6 +626,57 @@ def run_writer(n: int, names: list[str], rounds: int) -> dict[str, Any]:
     return result
 
 
+def run_read(n: int, n_queries: int) -> dict[str, Any]:
+    """What moving the text into a metadata key costs readers: a paged read of the whole collection (the BM25
+    snapshot's read) and dense queries of 50 hits (retrieval's), text in ``documents`` against text in metadata."""
+    result: dict[str, Any] = {"machine": machine(), "chunks": n, "queries": n_queries, "layouts": {}}
+    base = base_chunks()
+    rng = np.random.default_rng(1)
+    picks = rng.integers(0, len(base["ids"]), n_queries)
+    queries = base["embeddings"][picks] + rng.normal(0, 0.05, (n_queries, base["embeddings"].shape[1]))
+    work = Path(tempfile.mkdtemp(prefix="bench-read-"))
+    try:
+        for layout in ("documents", "metadata"):
+            variant = {"batch": 2000, "text": layout}
+            collection, _ = open_collection(variant, path=str(work / layout), url=None, create=True)
+            recs = records(n, 0, variant, seed=0)
+            for lo in range(0, n, 2000):
+                part = recs[lo : lo + 2000]
+                collection.upsert(
+                    ids=[r["id"] for r in part],
+                    embeddings=np.stack([r["vector"] for r in part]),
+                    documents=[r["text"] for r in part] if layout == "documents" else None,
+                    metadatas=[r["meta"] for r in part],
+                )
+            del recs
+            include = ["documents", "metadatas"] if layout == "documents" else ["metadatas"]
+            t = time.perf_counter()
+            texts = 0
+            for offset in range(0, n, 2000):
+                got = collection.get(include=include, limit=2000, offset=offset)
+                docs = got["documents"] if layout == "documents" else [m["text"] for m in got["metadatas"]]
+                texts += len(docs)
+            read_s = time.perf_counter() - t
+            assert texts == n
+            lat = []
+            for q in queries:
+                t = time.perf_counter()
+                collection.query(query_embeddings=[q.tolist()], n_results=50, include=[*include, "distances"])
+                lat.append((time.perf_counter() - t) * 1000)
+            result["layouts"][layout] = {
+                "paged_read_all_s": round(read_s, 2),
+                "query50_ms": {
+                    "p50": round(float(np.percentile(lat, 50)), 2),
+                    "p95": round(float(np.percentile(lat, 95)), 2),
+                },
+            }
+            log(f"read, text in {layout}: {result['layouts'][layout]}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
 # --- 3. SQLite FTS5 against BM25Index -------------------------------------------------------------------------------
 def run_fts(n: int, n_questions: int) -> dict[str, Any]:
     """FTS5 over the same terms BM25Index uses (rag.text.terms: stemmed, stop words out), so both rank the same
@@ -748,6 +801,9 @@ def main() -> None:
     w.add_argument("--variants", default=",".join(VARIANTS))
     w.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; the median is reported")
     w.add_argument("--section", default="writer", help="key of the results JSON to write")
+    r = sub.add_parser("read")
+    r.add_argument("--chunks", type=int, default=20000)
+    r.add_argument("--queries", type=int, default=50)
     f = sub.add_parser("fts")
     f.add_argument("--chunks", type=int, default=100_000)
     f.add_argument("--questions", type=int, default=50)
@@ -764,6 +820,8 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
         save(args.section, run_writer(args.chunks, names, args.rounds))
+    elif args.cmd == "read":
+        save("read", run_read(args.chunks, args.queries))
     else:
         save("fts", run_fts(args.chunks, args.questions))
 
