@@ -16,6 +16,7 @@ import numpy as np
 from benchmarks.bench_ingest import log, pct
 from rag.config import Settings
 from rag.factory import build_service, open_store
+from rag.store import chunk_texts
 from rag.types import Chunk, Document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +168,7 @@ def http_bench(data_dir: Path, questions: list[str], seconds: float, *, sequenti
 def scaling(base_dir: Path, work: Path, sizes: list[int], questions: list[str]) -> list[dict[str, Any]]:
     src = open_store(Settings(data_dir=base_dir))
     got = src._chunks.get(include=["documents", "metadatas", "embeddings"])  # noqa: SLF001
+    texts_of_chunks = chunk_texts(got)
     texts: dict[str, str] = {}
     for info in src.list_documents():
         full = src.get_document(info.doc_id)
@@ -201,7 +203,7 @@ def scaling(base_dir: Path, work: Path, sizes: list[int], questions: list[str]) 
                         chunk_id=f"{got['ids'][j]}-{copy}",
                         doc_id=doc_id,
                         source=doc.source,
-                        text=got["documents"][j],
+                        text=texts_of_chunks[j],
                         start=int(meta["start"]),
                         end=int(meta["end"]),
                         index=int(meta["index"]),

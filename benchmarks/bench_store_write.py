@@ -297,6 +297,7 @@ def base_chunks() -> dict[str, Any]:
     from chromadb.config import Settings as ChromaSettings
 
     from rag.config import DEFAULT_COLLECTION
+    from rag.store import chunk_texts
 
     client = chromadb.PersistentClient(path=str(SCIFACT_INDEX), settings=ChromaSettings(anonymized_telemetry=False))
     got = client.get_collection(f"{DEFAULT_COLLECTION}-chunks").get(include=["documents", "metadatas", "embeddings"])
@@ -304,7 +305,7 @@ def base_chunks() -> dict[str, Any]:
     base = {
         "doc_texts": dict(zip(docs["ids"], docs["documents"], strict=True)),
         "ids": got["ids"],
-        "texts": got["documents"],
+        "texts": chunk_texts(got),
         "metadatas": got["metadatas"],
         "embeddings": np.asarray(got["embeddings"], dtype=np.float32),
     }
@@ -686,11 +687,12 @@ def run_fts(n: int, n_questions: int) -> dict[str, Any]:
 
     from rag.config import DEFAULT_COLLECTION
     from rag.retrieval.bm25 import BM25Index
+    from rag.store import chunk_texts
     from rag.text import terms
 
     client = chromadb.PersistentClient(path=str(SQUAD_INDEX), settings=ChromaSettings(anonymized_telemetry=False))
     got = client.get_collection(f"{DEFAULT_COLLECTION}-chunks").get(include=["documents", "metadatas"])
-    base_texts, base_docs = got["documents"], [m["doc_id"] for m in got["metadatas"]]
+    base_texts, base_docs = chunk_texts(got), [m["doc_id"] for m in got["metadatas"]]
     n_base = len(base_texts)
     texts = [base_texts[k % n_base] for k in range(n)]
     docs = [f"{base_docs[k % n_base]}#{k // n_base}" for k in range(n)]

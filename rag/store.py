@@ -304,12 +304,11 @@ class ChromaStore:
             with _translate_errors(self._reset):
                 total = self._chunks.count()
                 for offset in range(0, total, _PAGE):
-                    got = self._chunks.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
+                    got = self._chunks.get(include=_CHUNK_FIELDS, limit=_PAGE, offset=offset)
                     ids.extend(got["ids"])
-                    texts.extend(got["documents"] or [])
-                    # Sentence vectors stay in the store: the snapshot lives in every replica's memory for BM25
-                    # (~5 KB a chunk, 0.5 GB at 100k chunks); dense hits bring them for the passages they return.
-                    metas.extend(_without(m, _SENTENCE_VECTORS) for m in got["metadatas"] or [])
+                    texts.extend(chunk_texts(got))
+                    # Sentence vectors stay in the store (~5 KB a chunk): dense hits bring them for their passages.
+                    metas.extend(_plain(m) for m in got["metadatas"] or [])
             documents = self.list_documents()
             hashes = {d.doc_id: d.content_hash for d in documents}
             if attempt == _SNAPSHOT_TRIES - 1 or self.generation() == generation:
@@ -330,10 +329,8 @@ class ChromaStore:
         out: list[tuple[str, str]] = []
         with _translate_errors(self._reset):
             for offset in range(0, self._chunks.count(), _PAGE):
-                got = self._chunks.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
-                for chunk_id, text, meta in zip(
-                    got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True
-                ):
+                got = self._chunks.get(include=_CHUNK_FIELDS, limit=_PAGE, offset=offset)
+                for chunk_id, text, meta in zip(got["ids"], chunk_texts(got), got["metadatas"] or [], strict=True):
                     meta = meta or {}
                     if hashes.get(str(meta.get("doc_id"))) != meta.get("content_hash"):
                         continue
@@ -348,22 +345,19 @@ class ChromaStore:
             got = self._chunks.query(
                 query_embeddings=[embedding.tolist()],
                 n_results=n,
-                include=["documents", "metadatas", "distances"],
+                include=[*_CHUNK_FIELDS, "distances"],
             )
+        first = {"documents": (got["documents"] or [[]])[0], "metadatas": (got["metadatas"] or [[]])[0]}
         return [
             DenseHit(
                 chunk_id=i,
                 text=t,
-                metadata=_without(m, _SENTENCE_VECTORS),
+                metadata=_plain(m),
                 similarity=1.0 - float(d),
                 sentence_vectors=_sentence_vectors_of(m),
             )
             for i, t, m, d in zip(
-                got["ids"][0],
-                (got["documents"] or [[]])[0],
-                (got["metadatas"] or [[]])[0],
-                (got["distances"] or [[]])[0],
-                strict=True,
+                got["ids"][0], chunk_texts(first), first["metadatas"], (got["distances"] or [[]])[0], strict=True
             )
         ]
 
@@ -427,7 +421,6 @@ class ChromaStore:
                 self._chunks.upsert(
                     ids=[c.chunk_id for c in batch],
                     embeddings=vectors[lo : lo + len(batch)],
-                    documents=[c.text for c in batch],
                     metadatas=metas[lo : lo + len(batch)],
                 )
             if _KILL_BEFORE_RECORD_OF in doc_ids:
@@ -732,11 +725,9 @@ class ChromaStore:
                 infos = {i: _info(i, m) for i, m in zip(records["ids"], records["metadatas"] or [], strict=True)}
                 if not infos:
                     continue
-                got = self._chunks.get(where={"doc_id": {"$in": list(infos)}}, include=["documents", "metadatas"])
+                got = self._chunks.get(where={"doc_id": {"$in": list(infos)}}, include=_CHUNK_FIELDS)
                 chunks: dict[str, list[tuple[str, str, int]]] = {i: [] for i in infos}
-                for chunk_id, text, meta in zip(
-                    got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True
-                ):
+                for chunk_id, text, meta in zip(got["ids"], chunk_texts(got), got["metadatas"] or [], strict=True):
                     doc_id = str((meta or {}).get("doc_id"))
                     info = infos.get(doc_id)
                     if info is not None and (meta or {}).get("content_hash") == info.content_hash:
@@ -752,16 +743,16 @@ class ChromaStore:
         if not ids:
             return {}
         with _translate_errors(self._reset):
-            got = self._chunks.get(ids=list(ids), include=["documents", "metadatas"])
+            got = self._chunks.get(ids=list(ids), include=_CHUNK_FIELDS)
         return {
             chunk_id: DenseHit(
                 chunk_id=chunk_id,
-                text=text or "",
-                metadata=_without(meta, _SENTENCE_VECTORS),
+                text=text,
+                metadata=_plain(meta),
                 similarity=0.0,
                 sentence_vectors=_sentence_vectors_of(meta),
             )
-            for chunk_id, text, meta in zip(got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True)
+            for chunk_id, text, meta in zip(got["ids"], chunk_texts(got), got["metadatas"] or [], strict=True)
         }
 
 
@@ -785,6 +776,7 @@ def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
         "end": chunk.end,
         "index": chunk.index,
         "content_hash": document.content_hash,
+        _TEXT: chunk.text,
     }
     if chunk.sentence_vectors is not None and len(chunk.sentence_vectors):
         meta[_SENTENCE_VECTORS] = encode_vectors(chunk.sentence_vectors)
@@ -793,6 +785,27 @@ def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
 
 # The metadata key of a chunk's in-context sentence vectors (encode_vectors); nothing outside the store sees it.
 _SENTENCE_VECTORS = "sentence_vectors"
+# The metadata key of a chunk's text. Not Chroma's ``documents``: Chroma keeps those in a full-text (FTS5 trigram)
+# index as well, which this project never queries (its BM25 is rag.retrieval.lexical), and writing that index was a
+# third of the store write: 509 -> 777 chunks/s through replace_documents at 10^5 chunks, 21% less disk
+# (benchmarks/bench_store_write.py). Chunks written before keep their text in ``documents``; readers take either.
+_TEXT = "text"
+_CHUNK_FIELDS: list[Any] = ["documents", "metadatas"]
+
+
+def chunk_texts(got: Any) -> list[str]:
+    """The texts of a Chroma read of chunks (``include=_CHUNK_FIELDS``), from the metadata key or ``documents``."""
+    metas = got["metadatas"] or []
+    documents = got["documents"] or [None] * len(metas)
+    return [str((m or {}).get(_TEXT) or d or "") for m, d in zip(metas, documents, strict=True)]
+
+
+def _plain(meta: Any) -> dict[str, Any]:
+    """A chunk's metadata without what the store keeps for itself (its text and sentence vectors)."""
+    out = dict(meta or {})
+    out.pop(_SENTENCE_VECTORS, None)
+    out.pop(_TEXT, None)
+    return out
 
 
 def _sentence_vectors_of(meta: Any) -> np.ndarray | None:
@@ -806,12 +819,6 @@ def _stored_sentence_count(meta: dict[str, Any], dimensions: int = 384) -> int:
     row = 4 * (2 * dimensions) // 3  # base64 of one float16 row: 768 bytes, a multiple of 3, so no padding
     rows, rest = divmod(len(blob), row)
     return rows if rest == 0 else -1
-
-
-def _without(meta: Any, key: str) -> dict[str, Any]:
-    out = dict(meta or {})
-    out.pop(key, None)
-    return out
 
 
 def encode_vectors(vectors: np.ndarray) -> str:

@@ -11,6 +11,7 @@ import pytest
 from index.pipeline import Indexer
 from rag.factory import open_store
 from rag.retrieval.hybrid import HybridRetriever
+from rag.store import chunk_texts
 from rag.types import Document
 from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings
 from tests.pdfs import pdf_file
@@ -207,7 +208,7 @@ def test_put_many_stores_same_ids_offsets_and_vectors_as_one_by_one(
     got = indexer.store._chunks.get(include=["metadatas", "embeddings", "documents"])  # noqa: SLF001
     by_id = {
         i: (m, e, t)
-        for i, m, e, t in zip(got["ids"], got["metadatas"], got["embeddings"], got["documents"], strict=True)
+        for i, m, e, t in zip(got["ids"], got["metadatas"], got["embeddings"], chunk_texts(got), strict=True)
     }
     assert sorted(by_id) == sorted(c.chunk_id for c in expected)
     vectors = indexer.embedder.embed([c.text for c in expected][:10])

@@ -222,3 +222,33 @@ def test_the_refresher_keeps_an_idle_replica_current(tmp_path: Path) -> None:
         assert "beta" in side._index.doc_hashes  # type: ignore[union-attr]
     finally:
         side.stop()
+
+
+def test_chunk_text_lives_in_metadata_and_old_chunks_are_still_read(tmp_path: Path) -> None:
+    """Chunk texts go into a metadata key, not Chroma's ``documents`` (which Chroma also indexes for full-text search,
+    a third of the write); chunks written the old way, text in ``documents``, read the same everywhere."""
+    store = _store(tmp_path)
+    _write(store, "alpha", "Molten salt reactors run hot.\n\nThey use thorium.")
+    _write(store, "beta", "Barley harvest after the flood.\n\nThe river delta farms recovered.")
+    got = store._chunks.get(include=["documents", "metadatas", "embeddings"])  # noqa: SLF001
+    assert got["documents"] == [None] * len(got["ids"]), "chunk texts were written to Chroma's documents"
+    # Rewrite beta's chunks as a store written before this change holds them.
+    old = [i for i, m in enumerate(got["metadatas"]) if m["doc_id"] == "beta"]
+    texts = [got["metadatas"][i]["text"] for i in old]
+    store._chunks.delete(ids=[got["ids"][i] for i in old])  # noqa: SLF001
+    store._chunks.add(  # noqa: SLF001
+        ids=[got["ids"][i] for i in old],
+        embeddings=[got["embeddings"][i] for i in old],
+        documents=texts,
+        metadatas=[{k: v for k, v in got["metadatas"][i].items() if k != "text"} for i in old],
+    )
+    expected = {got["ids"][i]: got["metadatas"][i]["text"] for i in range(len(got["ids"]))}
+    snapshot = store.snapshot()
+    assert dict(zip(snapshot.ids, snapshot.texts, strict=True)) == expected
+    assert all("text" not in m for m in snapshot.metadatas)
+    assert {i: h.text for i, h in store.chunks_by_id(list(expected)).items()} == expected
+    read = store.indexed_documents(["alpha", "beta"])
+    assert {c: t for d in read.values() if d for c, t, _ in d.chunks} == expected
+    hits = store.query(np.asarray(got["embeddings"][old[0]], dtype=np.float32), n=10)
+    assert {h.chunk_id: h.text for h in hits} == expected and all("text" not in h.metadata for h in hits)
+    assert _ids(LexicalSide(store), "barley") == {"beta"}
