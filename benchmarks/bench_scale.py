@@ -633,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "what": "growth benchmark (benchmarks/bench_scale.py)",
         "commit": commit,
+        # The last commit that changed the measured code (the benchmark's own commits do not change it).
+        "code_commit": subprocess.run(
+            ["git", "log", "-1", "--format=%H", "--", "rag", "api", "index"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "code_dirty": dirty,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
