@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import string
 import subprocess
 import sys
@@ -376,12 +377,20 @@ def made_up_word(rng: random.Random) -> str:
     return "zorblaxian" + "".join(rng.choice(string.ascii_lowercase) for _ in range(6))
 
 
-def token_document(word: str, town: str, paragraphs: list[str]) -> tuple[str, str]:
+CITIES = ["Lisbon", "Helsinki", "Valparaiso", "Marseille", "Gdansk", "Porto", "Trieste", "Bergen", "Cork", "Genoa"]
+
+
+def token_document(word: str, city: str, paragraphs: list[str]) -> tuple[str, str]:
+    """Two real paragraphs around a fact about a made-up word, and the question only that fact answers.
+
+    The wording is the one the extractive answerer cited 10 times in 10 at 10^4 chunks (a made-up town instead of a
+    real city, or "Where was ...?", made it refuse now and then, which would read as a document never answerable).
+    """
     fact = (
-        f"The {word} accord was signed in the harbour town of {town} in 1987 by the guild of lantern makers. "
-        f"Under the {word} accord, every lantern maker paid a tithe of amber to the harbour master of {town}."
+        f"The {word} treaty was signed in {city} in 1987. The {word} treaty ended a long dispute over fishing "
+        "rights between the coastal guilds, and it was ratified by the guild councils the following spring."
     )
-    return "\n\n".join([paragraphs[0], fact, paragraphs[1]]), f"Where was the {word} accord signed?"
+    return "\n\n".join([paragraphs[0], fact, paragraphs[1]]), f"In which city was the {word} treaty signed?"
 
 
 def cites(body: dict[str, Any], doc_id: str) -> tuple[bool, bool]:
@@ -467,8 +476,7 @@ def measure(
             if r_ >= args.min_rounds and time.perf_counter() - t_phase > args.phase_budget:
                 break
             word = made_up_word(rng)
-            town = "Quel" + "".join(rng.choice(string.ascii_lowercase) for _ in range(5))
-            text, question = token_document(word, town.capitalize(), [paragraphs.pop(), paragraphs.pop()])
+            text, question = token_document(word, CITIES[r_ % len(CITIES)], [paragraphs.pop(), paragraphs.pop()])
             doc_id = f"scale-{args.run_id}-{size}-tok{r_}"
             post_s = post_document(a.url, doc_id, text, cap + HTTP_SLACK_S)
             uploaded.append(doc_id)
@@ -490,17 +498,24 @@ def measure(
                 time.sleep(0.05)
             got.update(polls=polls, slowest_poll_s=slowest, capped=got["answerable_s"] is None)
             if got["capped"]:  # was the question answerable at all? Ask the replica that took the upload.
+                got["b_last"] = {"status": res["status"], "answer": str(res["body"].get("answer", ""))[:200]}
                 res = ask(a.url, question, cap + HTTP_SLACK_S)
                 got["a_cites"], got["a_retrieves"] = (
                     cites(res["body"], doc_id) if res["status"] == 200 else (False, False)
                 )
+                # Neither replica cites it: the answerer refused the question, which says nothing about B's delay.
+                got["question_failed"] = not got["a_cites"]
             arounds.append(got)
             log(f"[{size}] upload-to-answerable in B, round {r_}: {got}")
-        delays = [x["answerable_s"] if x["answerable_s"] is not None else cap for x in arounds]
+        counted = [x for x in arounds if not x.get("question_failed")]
+        delays = [x["answerable_s"] if x["answerable_s"] is not None else cap for x in counted]
+        seen = [x["retrieved_s"] if x["retrieved_s"] is not None else cap for x in arounds]
         point["upload_to_answerable"] = {
             "p50_s": pct(delays, 50),
-            "max_s": max(delays),
-            "capped_rounds": sum(x["capped"] for x in arounds),
+            "max_s": max(delays, default=float("nan")),
+            "retrieved_p50_s": pct(seen, 50),
+            "capped_rounds": sum(x["capped"] for x in counted),
+            "question_failed_rounds": len(arounds) - len(counted),
             "cap_s": cap,
             "rounds": arounds,
         }
@@ -583,7 +598,8 @@ def summary(points: list[dict[str, Any]]) -> None:
             f"{s['first_start_a']['first_answer_s']:7.1f} | {s['restart_a']['ready_s']:13.1f} "
             f"{s['restart_a']['first_answer_s']:7.1f} | {p['cold']['p50_ms']:7.0f} / {p['cold']['p95_ms']:5.0f} | "
             f"{p['after_upload']['p50_ms']:10.0f} ({p['after_upload']['ratio_to_cold_p50']:6.1f}x) | "
-            f"{p['upload_to_answerable']['p50_s']:6.2f} ({p['upload_to_answerable']['capped_rounds']} capped) | "
+            f"{p['upload_to_answerable']['p50_s']:6.2f} (seen {p['upload_to_answerable']['retrieved_p50_s']:.2f}; "
+            f"{p['upload_to_answerable']['capped_rounds']} capped) | "
             f"{p['rss_mb']['A']['VmRSS']:.0f}/{p['rss_mb']['B']['VmRSS']:.0f} ({p['rss_per_chunk_kb']['A']:.1f})"
         )
 
@@ -614,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results" / "scale.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    # A plain `kill` (SIGTERM) ends the run through the finally blocks below, which stop every process it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = sorted(int(x.replace("_", "")) for x in args.sizes.split(","))
     args.run_id = f"{int(time.time()) % 100000:05d}"
     rng = random.Random(args.seed * 7919 + int(args.run_id))
