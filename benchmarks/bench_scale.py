@@ -380,17 +380,20 @@ def made_up_word(rng: random.Random) -> str:
 CITIES = ["Lisbon", "Helsinki", "Valparaiso", "Marseille", "Gdansk", "Porto", "Trieste", "Bergen", "Cork", "Genoa"]
 
 
-def token_document(word: str, city: str, paragraphs: list[str]) -> tuple[str, str]:
-    """Two real paragraphs around a fact about a made-up word, and the question only that fact answers.
+def token_document(word: str, city: str) -> tuple[str, str]:
+    """A short document about a made-up word (one chunk), and the question only it answers.
 
-    The wording is the one the extractive answerer cited 10 times in 10 at 10^4 chunks (a made-up town instead of a
-    real city, or "Where was ...?", made it refuse now and then, which would read as a document never answerable).
+    One chunk, so that the question's nearest neighbour is that chunk: wrapped in two long real paragraphs, its
+    chunk lost to the many identical copies of a SQuAD paragraph about treaties (found by both BM25 and the dense
+    side) and was not even retrieved, in the replica that took the upload too. This wording was cited 12 times in 12
+    at 10^4 chunks; a made-up town, or "Where was ...?", made the answerer refuse now and then.
     """
-    fact = (
-        f"The {word} treaty was signed in {city} in 1987. The {word} treaty ended a long dispute over fishing "
-        "rights between the coastal guilds, and it was ratified by the guild councils the following spring."
+    text = (
+        f"The {word} treaty was signed in {city} in 1987. The {word} treaty ended a long dispute over fishing rights "
+        "between the coastal guilds, and it was ratified by the guild councils the following spring. Historians "
+        f"still count the {word} treaty among the most durable agreements of its kind."
     )
-    return "\n\n".join([paragraphs[0], fact, paragraphs[1]]), f"In which city was the {word} treaty signed?"
+    return text, f"In which city was the {word} treaty signed?"
 
 
 def cites(body: dict[str, Any], doc_id: str) -> tuple[bool, bool]:
@@ -476,7 +479,7 @@ def measure(
             if r_ >= args.min_rounds and time.perf_counter() - t_phase > args.phase_budget:
                 break
             word = made_up_word(rng)
-            text, question = token_document(word, CITIES[r_ % len(CITIES)], [paragraphs.pop(), paragraphs.pop()])
+            text, question = token_document(word, CITIES[r_ % len(CITIES)])
             doc_id = f"scale-{args.run_id}-{size}-tok{r_}"
             post_s = post_document(a.url, doc_id, text, cap + HTTP_SLACK_S)
             uploaded.append(doc_id)
