@@ -62,8 +62,8 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
     dest_dir = Path(dest_data)
     manifest = dest_dir / MANIFEST
     state = json.loads(manifest.read_text()) if manifest.exists() else {"chunks": 0, "copies": 0, "seconds": 0.0}
-    if state["chunks"] >= target:
-        return {"added": 0, **state}
+    if state["chunks"] >= target:  # reused: the rate of the build that made it
+        return {"added": 0, "reused": True, "chunks_per_s": state["chunks"] / max(state["seconds"], 1e-9), **state}
     t_read = time.perf_counter()
     src = open_store(Settings(data_dir=Path(base_data)))
     got = src._chunks.get(include=["documents", "metadatas", "embeddings"])  # noqa: SLF001
@@ -146,6 +146,9 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
         count += take
         added += take
         copy += 1
+        # After every batch, so that a run stopped halfway leaves a directory the next run grows on.
+        done = {"chunks": count, "copies": copy, "seconds": state["seconds"] + time.perf_counter() - t0}
+        manifest.write_text(json.dumps({**done, "base_chunks": n_base}) + "\n")
         if copy % 10 == 0:
             log(f"build: {count} chunks ({added / (time.perf_counter() - t0):.0f} chunks/s)")
     seconds = time.perf_counter() - t0
