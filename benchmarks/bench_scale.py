@@ -158,12 +158,12 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
     if wrapped:  # the rest of replace_documents: the document locks (a lease record per document) and the counter
         breakdown["locks_and_generation"] = write_s - sum(v for k, v in parts.items() if k != "prepare")
     return {
+        **state,  # chunks, copies, seconds (every build of this directory together), base_chunks
         "added": added,
-        "seconds": seconds,
+        "grow_seconds": seconds,
         "chunks_per_s": added / seconds,
         "read_base_s": read_s,
         "seconds_by_part": breakdown,
-        **state,
     }
 
 
