@@ -9,7 +9,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install llm chromium run index serve test test-chroma lint bench load clean eval-seeds eval-scifact eval-squad train-answerer train-reader
+.PHONY: install llm chromium run index serve test test-chroma lint bench bench-scale load clean eval-seeds eval-scifact eval-squad train-answerer train-reader
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ load: install
 bench: install
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_answer.py --data-dir $(EVAL_CACHE)/squad
+
+# Growth: synthetic collections of 10^4 and 10^5 chunks (SCALE_ARGS="--sizes 10000,100000,1000000" for 10^6) served by
+# `chroma run` and two `rag serve` replicas; writes benchmarks/results/bench-scale.json and scale.png.
+SCALE_ARGS ?=
+bench-scale: install
+	$(BIN)/python benchmarks/bench.py --mode scale $(SCALE_ARGS)
 
 # Evaluation on data nobody here wrote (../shared/datasets); each corpus is indexed once into EVAL_CACHE and reused.
 DATASETS ?= ../shared/datasets

@@ -1,4 +1,5 @@
-"""Speed benchmark, side by side on one machine in one run (`make bench`; `--mode full` for the whole of SciFact).
+"""Speed benchmark, side by side on one machine in one run (`make bench`; `--mode full` for the whole of SciFact;
+`--mode scale` for the growth benchmark, benchmarks/bench_scale.py, whose options follow it).
 
 (a) this project: Indexer.put_many into Chroma, then /ask in-process and over HTTP;
 (b) the plain llama-index pipeline a user would write: VectorStoreIndex over ChromaVectorStore, the same MiniLM
@@ -56,8 +57,16 @@ MODES = {
 
 # --- main -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    # `--mode scale` is the growth benchmark (benchmarks/bench_scale.py), with options of its own.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--mode", default=os.environ.get("BENCH_MODE", "quick"))
+    known, rest = pre.parse_known_args(argv)
+    if known.mode == "scale":
+        from benchmarks.bench_scale import main as scale_main
+
+        return scale_main(rest)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=sorted(MODES), default=os.environ.get("BENCH_MODE", "quick"))
+    parser.add_argument("--mode", choices=[*sorted(MODES), "scale"], default=os.environ.get("BENCH_MODE", "quick"))
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--docs", type=int, default=None, help="SciFact documents to ingest (0: all)")
