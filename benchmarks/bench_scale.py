@@ -57,6 +57,7 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
 
     from rag.config import Settings
     from rag.factory import open_store
+    from rag.store import chunk_texts
     from rag.types import Chunk, Document
 
     dest_dir = Path(dest_data)
@@ -67,6 +68,7 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
     t_read = time.perf_counter()
     src = open_store(Settings(data_dir=Path(base_data)))
     got = src._chunks.get(include=["documents", "metadatas", "embeddings"])  # noqa: SLF001
+    chunk_text = chunk_texts(got)
     texts = {}
     for info in src.list_documents():
         full = src.get_document(info.doc_id)
@@ -126,7 +128,7 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
                     chunk_id=f"{got['ids'][j]}-{copy}",
                     doc_id=doc_id,
                     source=doc.source,
-                    text=got["documents"][j],
+                    text=chunk_text[j],
                     start=int(meta["start"]),
                     end=int(meta["end"]),
                     index=int(meta["index"]),
