@@ -348,6 +348,19 @@ def ask(url: str, question: str, timeout_s: float) -> dict[str, Any]:
     return {"s": time.perf_counter() - t, "status": status, "body": body}
 
 
+def wait_for_repair(url: str, cap_s: float) -> float | None:
+    """Seconds until /ready says the start-up repair is over (None: a version without one)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < cap_s:
+        body = httpx.get(f"{url}/ready", timeout=30).json()
+        if body.get("start_repair") in {None, "done", "failed"}:
+            return None if body.get("start_repair") is None else time.perf_counter() - t0
+        time.sleep(0.2)
+    return cap_s
+
+
 def post_document(url: str, doc_id: str, text: str, timeout_s: float) -> float:
     import httpx
 
@@ -446,6 +459,10 @@ def measure(
         start_b = b.start(args.ready_cap, cap + HTTP_SLACK_S, next(qi))
         point["startup"] = {"first_start_a": first, "restart_a": restart, "first_start_b": start_b}
         log(f"[{size}] start-up: {point['startup']}")
+        # The start-up repair reads the whole collection in the background once a replica is ready (/ready's
+        # start_repair): wait for it, so the latencies below are the steady state, and say how long it took.
+        point["start_repair_s"] = {r.name: wait_for_repair(r.url, args.ready_cap) for r in (a, b)}
+        log(f"[{size}] start-up repair finished {point['start_repair_s']} s after the measurements began")
         with httpx.Client(timeout=10) as c:
             point["ready_body"] = c.get(f"{a.url}/ready").json()
 
@@ -503,6 +520,8 @@ def measure(
                     if cited:
                         got["answerable_s"] = now
                         break
+                    if got["retrieved_s"] is not None and now - got["retrieved_s"] > 5:
+                        break  # retrieved but not cited for 5 s: a question the answerer refuses (checked on A below)
                 time.sleep(0.05)
             got.update(polls=polls, slowest_poll_s=slowest, capped=got["answerable_s"] is None)
             if got["capped"]:  # was the question answerable at all? Ask the replica that took the upload.
