@@ -10,7 +10,6 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from index.loaders import SUPPORTED, LoadError, load_document
 from rag.config import Settings
 from rag.embedding import SMALL_BATCH, ChunkEmbedder, Embedder
 from rag.errors import DocumentBusy, DocumentTooLarge, InvalidInput
-from rag.store import ChromaStore, ChunkSnapshot
+from rag.store import ChromaStore
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
 
@@ -363,19 +362,18 @@ class Indexer:
             if bar:
                 bar.close()
 
-    def repair(self, snapshot: ChunkSnapshot | None = None) -> tuple[int, int]:
+    def repair(self) -> tuple[int, int]:
         """Make every document in the store whole again; returns (chunks deleted, documents re-indexed).
 
         Deletes the chunks no reader sees (``ChromaStore.repair``: what a crash or a failed write between the chunk
         write and the record write leaves), then re-indexes, from the text its record holds, each document whose
         record counts more chunks than the store has (left by a delete that interleaved with a write before writes
-        took locks). ``snapshot``, if given, spares a read of the whole collection.
+        took locks).
         """
-        # One read of the collection serves both steps: the chunks the first deletes are never current ones, so the
-        # counts of current chunks below do not change.
-        snapshot = snapshot or self.store.snapshot()
-        removed = self.store.repair(snapshot)
-        have = Counter((str(m.get("doc_id")), m.get("content_hash")) for m in snapshot.metadatas)
+        # One paged read of the collection serves both steps (the chunks the first deletes are never current ones,
+        # so the counts of current chunks below do not change), and only its counts are kept.
+        have = self.store.chunk_census()
+        removed = self.store.repair(have)
         reindexed = 0
         for info in self.store.list_documents():
             if have[(info.doc_id, info.content_hash)] >= info.chunks:

@@ -17,7 +17,8 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -482,22 +483,25 @@ class ChromaStore:
             )
         return busy
 
-    def repair(self, snapshot: ChunkSnapshot | None = None) -> int:
+    def chunk_census(self) -> Counter[tuple[str, str]]:
+        """How many chunks each (doc_id, content_hash) has: one paged read of the collection, held a page at a time
+        (10^5 chunks with their sentence vectors are ~0.6 GB: never all in memory at once)."""
+        census: Counter[tuple[str, str]] = Counter()
+        for _, meta in self._chunk_metadatas():
+            if meta.get("doc_id"):
+                census[(str(meta["doc_id"]), str(meta.get("content_hash")))] += 1
+        return census
+
+    def repair(self, census: Counter[tuple[str, str]] | None = None) -> int:
         """Delete every chunk no reader may see (no record for its document, or a record of another content hash).
 
         What a crash or a failed write between the chunk write and the record write leaves behind. Candidates come
-        from ``snapshot`` (the BM25 index's, read anyway at start) or from one paged read of the collection; each
-        candidate is re-read and cleaned under its lock, so a write in progress elsewhere is never mistaken for
-        debris. Returns how many chunks were deleted.
+        from ``census`` (``chunk_census``, read now if not given); each candidate is re-read and cleaned under its
+        lock, so a write in progress elsewhere is never mistaken for debris. Returns how many chunks were deleted.
         """
-        if snapshot is None:
-            hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
-            metas = [m for _, m in self._chunk_metadatas()]
-        else:
-            hashes, metas = snapshot.doc_hashes, snapshot.metadatas
-        candidates = {
-            str(m["doc_id"]) for m in metas if m.get("doc_id") and hashes.get(str(m["doc_id"])) != m.get("content_hash")
-        }
+        hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
+        census = self.chunk_census() if census is None else census
+        candidates = {doc_id for doc_id, content_hash in census if hashes.get(doc_id) != content_hash}
         removed = 0
         for doc_id in sorted(candidates):
             try:
@@ -611,13 +615,20 @@ class ChromaStore:
                 self._chunks.delete(ids=list(ids[lo : lo + self._max_batch]))
         self.bump_generation()
 
-    def _chunk_metadatas(self) -> list[tuple[str, dict[str, Any]]]:
-        out: list[tuple[str, dict[str, Any]]] = []
+    def _chunk_metadatas(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every chunk's id and metadata (without its text and sentence vectors), read and dropped page by page."""
+        for ids, _, metas in self.scan_chunks():
+            yield from zip(ids, metas, strict=True)
+
+    def scan_chunks(self) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]]]]:
+        """The collection a page at a time: (ids, texts, metadata without text and sentence vectors). Not one
+        consistent read: a write during the scan may show in part (callers follow the change log, or lock)."""
         with _translate_errors(self._reset):
-            for offset in range(0, self._chunks.count(), _PAGE):
-                got = self._chunks.get(include=["metadatas"], limit=_PAGE, offset=offset)
-                out.extend((i, dict(m or {})) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True))
-        return out
+            total = self._chunks.count()
+        for offset in range(0, total, _PAGE):
+            with _translate_errors(self._reset):
+                got = self._chunks.get(include=_CHUNK_FIELDS, limit=_PAGE, offset=offset)
+            yield list(got["ids"]), chunk_texts(got), [_plain(m) for m in got["metadatas"] or []]
 
     def bump_generation(self, doc_ids: Sequence[str] = ()) -> Change | None:
         """Move the change counter to a value no reader has seen; log ``doc_ids`` as changed at that value.

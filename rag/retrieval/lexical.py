@@ -74,25 +74,23 @@ class _Segment:
 
     @classmethod
     def from_texts(cls, ids: list[str], doc_ids: list[str], texts: Sequence[str], vocab: dict[str, int]) -> _Segment:
-        ptr = [0]
-        term_ids: list[int] = []
-        tfs: list[int] = []
-        lengths = np.zeros(len(ids), dtype=np.float32)
-        for i, text in enumerate(texts):
-            counts = Counter(terms(text))
-            lengths[i] = sum(counts.values())
-            for term, count in counts.items():
-                term_ids.append(vocab.setdefault(term, len(vocab)))
-                tfs.append(min(count, 65535))
-            ptr.append(len(term_ids))
+        return cls.from_counts(ids, doc_ids, [_counts(text, vocab) for text in texts], len(vocab))
+
+    @classmethod
+    def from_counts(
+        cls, ids: list[str], doc_ids: list[str], counts: Sequence[tuple[np.ndarray, np.ndarray]], vocab_size: int
+    ) -> _Segment:
+        """From each chunk's (term ids, term counts), as ``_counts`` makes them."""
+        sizes = np.fromiter((c[0].size for c in counts), dtype=np.int64, count=len(counts))
+        lengths = np.fromiter((float(c[1].sum()) for c in counts), dtype=np.float32, count=len(counts))
         return cls.from_arrays(
             ids,
             doc_ids,
             lengths,
-            np.asarray(ptr, dtype=np.int64),
-            np.asarray(term_ids, dtype=np.int32),
-            np.asarray(tfs, dtype=np.uint16),
-            len(vocab),
+            np.concatenate([np.zeros(1, np.int64), np.cumsum(sizes)]),
+            np.concatenate([c[0] for c in counts] or [_EMPTY_COLS]).astype(np.int32, copy=False),
+            np.concatenate([c[1] for c in counts] or [_EMPTY_TF]).astype(np.uint16, copy=False),
+            vocab_size,
         )
 
     @classmethod
@@ -141,6 +139,13 @@ class _Segment:
 
 _EMPTY_COLS = np.zeros(0, dtype=np.int32)
 _EMPTY_TF = np.zeros(0, dtype=np.uint16)
+
+
+def _counts(text: str, vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A text's (term ids, counts), adding new terms to ``vocab``."""
+    counted = Counter(terms(text))
+    ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in counted), dtype=np.int32, count=len(counted))
+    return ids, np.fromiter((min(c, 65535) for c in counted.values()), dtype=np.uint16, count=len(counted))
 
 
 def _merge(segments: Sequence[_Segment], alive: Sequence[np.ndarray], vocab_size: int) -> _Segment:
@@ -577,46 +582,46 @@ class LexicalSide:
         return self._rebuild()
 
     def _rebuild(self) -> LexicalIndex:
+        """The index from one paged read of the collection, a page in memory at a time (only term counts are kept:
+        ~600 bytes a chunk, where the pages carry ~6 KB with their sentence vectors)."""
         t0 = time.perf_counter()
-        # Every entry up to this generation is in the snapshot read after it; those of the last window are marked
-        # applied, so the next catch-up does not read their documents again.
+        # Every entry up to this generation is in the read that follows; those of the last window are marked applied,
+        # so the next catch-up does not read their documents again. Writes during the read are after it in the log.
         generation = self.store.generation()
         changes = self.store.changes_since(generation - CHANGE_WINDOW_NS, limit=10**6)
-        snapshot = self.store.snapshot()
-        by_doc: dict[str, list[tuple[str, str, int]]] = {}
-        for chunk_id, text, meta in zip(snapshot.ids, snapshot.texts, snapshot.metadatas, strict=True):
-            doc_id = str(meta.get("doc_id"))
-            if meta.get("content_hash") is not None and snapshot.doc_hashes.get(doc_id) == meta.get("content_hash"):
-                by_doc.setdefault(doc_id, []).append((chunk_id, text, int(meta.get("start", 0))))
-        titles = {d.doc_id: d.title for d in self.store.list_documents()}
-        docs = [
-            IndexedDocument(
-                doc_id,
-                snapshot.doc_hashes[doc_id],
-                titles.get(doc_id, ""),
-                snapshot.doc_pages.get(doc_id, ()),
-                sorted(chunks, key=lambda c: (c[2], c[0])),
-            )
-            for doc_id, chunks in sorted(by_doc.items())
-        ]
-        docs.extend(
-            IndexedDocument(d, h, titles.get(d, ""), snapshot.doc_pages.get(d, ()), [])
-            for d, h in snapshot.doc_hashes.items()
-            if d not in by_doc
+        records = {d.doc_id: d for d in self.store.list_documents()}
+        vocab: dict[str, int] = {}
+        found: list[tuple[str, int, str, tuple[np.ndarray, np.ndarray]]] = []  # (doc, start, chunk id, counts)
+        for ids, texts, metas in self.store.scan_chunks():
+            for chunk_id, text, meta in zip(ids, texts, metas, strict=True):
+                record = records.get(str(meta.get("doc_id")))
+                if record is None or meta.get("content_hash") != record.content_hash:
+                    continue  # no reader sees it: the repair deletes it
+                start = int(meta.get("start", 0))
+                titled = f"{record.title}\n\n{text}" if self.titles and record.title and start > 0 else text
+                found.append((record.doc_id, start, chunk_id, _counts(titled, vocab)))
+        found.sort(key=lambda f: (f[0], f[1], f[2]))
+        segment = _Segment.from_counts([f[2] for f in found], [f[0] for f in found], [f[3] for f in found], len(vocab))
+        del found
+        segments = (segment,) if segment.size else ()
+        index = LexicalIndex(
+            generation=generation,
+            segments=segments,
+            alive=tuple(np.ones(s.size, dtype=bool) for s in segments),
+            vocab=vocab,
+            df=np.bincount(segment.chunk_terms, minlength=len(vocab)).astype(np.int64),
+            size=segment.size,
+            total_length=float(segment.lengths.sum()),
+            doc_positions=_positions(segments),
+            doc_hashes={d: r.content_hash for d, r in records.items()},
+            doc_pages={d: r.page_starts for d, r in records.items() if r.page_starts},
         )
-        index = build_index(docs, titles=self.titles, generation=snapshot.generation)
         self._epoch = self.store.epoch() if changes is None else changes.epoch
         self._pointer = generation
         self._applied = {} if changes is None else {c.entry_id: c.seq for c in changes.entries if c.seq <= generation}
         self.rebuilds += 1
         self._dirty = True
-        log.info(
-            "BM25 index built from the collection: %d chunks in %.2f s (generation %d was %d)",
-            index.size,
-            time.perf_counter() - t0,
-            snapshot.generation,
-            generation,
-        )
+        log.info("BM25 index built from the collection: %d chunks in %.2f s", index.size, time.perf_counter() - t0)
         return index
 
     def _apply_log(self, index: LexicalIndex, generation: int) -> LexicalIndex:
