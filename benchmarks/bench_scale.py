@@ -62,6 +62,9 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
 
     dest_dir = Path(dest_data)
     manifest = dest_dir / MANIFEST
+    # BENCH_SCALE_RAW=1: write the same records in the store's layout without its write path's per-document locks and
+    # change log (new documents, one writer): ~2x faster, for reaching 10^6 chunks on 2 cores.
+    raw = os.environ.get("BENCH_SCALE_RAW") == "1"
     state = json.loads(manifest.read_text()) if manifest.exists() else {"chunks": 0, "copies": 0, "seconds": 0.0}
     if state["chunks"] >= target:  # reused: the rate of the build that made it
         return {"added": 0, "reused": True, "chunks_per_s": state["chunks"] / max(state["seconds"], 1e-9), **state}
@@ -143,7 +146,10 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
             batch.append((doc, chunks, v / np.linalg.norm(v, axis=1, keepdims=True)))
         parts["prepare"] += time.perf_counter() - t
         t = time.perf_counter()
-        dest.replace_documents(batch)
+        if raw:
+            raw_write(dest, batch)
+        else:
+            dest.replace_documents(batch)
         write_s += time.perf_counter() - t
         count += take
         added += take
@@ -153,6 +159,8 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
         manifest.write_text(json.dumps({**done, "base_chunks": n_base}) + "\n")
         if copy % 10 == 0:
             log(f"build: {count} chunks ({added / (time.perf_counter() - t0):.0f} chunks/s)")
+    if raw:  # no change log entries: the replicas are started after the build and read the collection
+        dest.bump_generation()
     seconds = time.perf_counter() - t0
     state = {"chunks": count, "copies": copy, "seconds": state["seconds"] + seconds, "base_chunks": n_base}
     manifest.write_text(json.dumps(state) + "\n")
@@ -167,6 +175,43 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
         "read_base_s": read_s,
         "seconds_by_part": breakdown,
     }
+
+
+def raw_write(store: Any, batch: list[tuple[Any, list[Any], Any]]) -> None:
+    """The chunks and records of new documents, as ChromaStore._write lays them out, without locks or the log."""
+    import numpy as np
+
+    from rag.store import _PLACEHOLDER, _chunk_meta, _encode_page_starts
+
+    _, chunks_coll, docs_coll, max_batch = store._open()  # noqa: SLF001
+    chunks = [c for _, cs, _ in batch for c in cs]
+    metas = [_chunk_meta(c, d) for d, cs, _ in batch for c in cs]
+    vectors = np.concatenate([v for _, cs, v in batch if len(cs)])
+    for lo in range(0, len(chunks), max_batch):
+        part = chunks[lo : lo + max_batch]
+        chunks_coll.upsert(
+            ids=[c.chunk_id for c in part],
+            embeddings=vectors[lo : lo + len(part)],
+            metadatas=metas[lo : lo + len(part)],
+        )
+    for lo in range(0, len(batch), max_batch):
+        group = batch[lo : lo + max_batch]
+        docs_coll.upsert(
+            ids=[d.doc_id for d, _, _ in group],
+            embeddings=[_PLACEHOLDER for _ in group],
+            documents=[d.text for d, _, _ in group],
+            metadatas=[
+                {
+                    "source": d.source,
+                    "root": d.root,
+                    "title": d.title,
+                    "content_hash": d.content_hash,
+                    "chunks": len(cs),
+                    "page_starts": _encode_page_starts(d.page_starts),
+                }
+                for d, cs, _ in group
+            ],
+        )
 
 
 def run_grow(base_data: Path, dest_data: Path, target: int) -> dict[str, Any]:
