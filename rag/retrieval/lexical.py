@@ -550,6 +550,7 @@ class LexicalSide:
     def catch_up(self) -> LexicalIndex:
         """Apply every change-log entry not applied yet (or rebuild); returns the new index."""
         with self._lock:
+            rebuilds_before = self.rebuilds
             index = self._index
             if index is None:
                 index = self._start()
@@ -559,8 +560,11 @@ class LexicalSide:
                 self._read_log = False
             if index.needs_merge():
                 index = index.merged()
+            rebuilt = self.rebuilds != rebuilds_before
             self._publish(index)
-            return index
+        if rebuilt and self._thread is None:
+            self.save()  # without a refresher (`rag ask`, `rag eval`) the next process starts from this rebuild
+        return index
 
     def _start(self) -> LexicalIndex:
         """Load the cache if it belongs to this store and the log still covers it, else rebuild."""

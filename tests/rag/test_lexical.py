@@ -175,8 +175,7 @@ def test_a_restart_loads_the_cache_and_catches_up_from_the_log(tmp_path: Path) -
     _write(store, "alpha", "Molten salt reactors run hot.\n\nThey use thorium.")
     first = LexicalSide(store, cache_path=cache)
     first.current()
-    first.save()
-    assert cache.exists()
+    assert cache.exists(), "a rebuild without a refresher (rag ask) must leave its cache for the next process"
     # Written while the replica is down.
     _write(_store(tmp_path), "beta", "Barley harvest after the flood.")
     _store(tmp_path).delete_document("alpha")
