@@ -181,7 +181,7 @@ def raw_write(store: Any, batch: list[tuple[Any, list[Any], Any]]) -> None:
     """The chunks and records of new documents, as ChromaStore._write lays them out, without locks or the log."""
     import numpy as np
 
-    from rag.store import _PLACEHOLDER, _chunk_meta, _encode_page_starts
+    from rag.store import _PLACEHOLDER, _chunk_meta, record_meta
 
     _, chunks_coll, docs_coll, max_batch = store._open()  # noqa: SLF001
     chunks = [c for _, cs, _ in batch for c in cs]
@@ -200,17 +200,7 @@ def raw_write(store: Any, batch: list[tuple[Any, list[Any], Any]]) -> None:
             ids=[d.doc_id for d, _, _ in group],
             embeddings=[_PLACEHOLDER for _ in group],
             documents=[d.text for d, _, _ in group],
-            metadatas=[
-                {
-                    "source": d.source,
-                    "root": d.root,
-                    "title": d.title,
-                    "content_hash": d.content_hash,
-                    "chunks": len(cs),
-                    "page_starts": _encode_page_starts(d.page_starts),
-                }
-                for d, cs, _ in group
-            ],
+            metadatas=[record_meta(d, len(cs)) for d, cs, _ in group],
         )
 
 

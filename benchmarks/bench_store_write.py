@@ -418,7 +418,7 @@ def store_writer(spec: dict[str, Any], recs: list[dict[str, Any]]) -> tuple[Call
 
 
 def _text_in_metadata_store() -> type:
-    from rag.store import _KILL_BEFORE_RECORD_OF, _PLACEHOLDER, ChromaStore, _chunk_meta, _encode_page_starts
+    from rag.store import _KILL_BEFORE_RECORD_OF, _PLACEHOLDER, ChromaStore, _chunk_meta, record_meta
     from rag.store import _translate_errors as translate_errors
 
     class Store(ChromaStore):
@@ -445,18 +445,7 @@ def _text_in_metadata_store() -> type:
                     self._docs.upsert(
                         ids=[d.doc_id for d, _, _ in group],
                         embeddings=[_PLACEHOLDER for _ in group],
-                        metadatas=[
-                            {
-                                "source": d.source,
-                                "root": d.root,
-                                "title": d.title,
-                                "content_hash": d.content_hash,
-                                "chunks": len(cs),
-                                "page_starts": _encode_page_starts(d.page_starts),
-                                "text": d.text,
-                            }
-                            for d, cs, _ in group
-                        ],
+                        metadatas=[{**record_meta(d, len(cs)), "text": d.text} for d, cs, _ in group],
                     )
                 stale = sorted(set(old) - {c.chunk_id for c in chunks})
                 for lo in range(0, len(stale), self._max_batch):

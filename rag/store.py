@@ -434,17 +434,7 @@ class ChromaStore:
                     ids=[d.doc_id for d, _, _ in group],
                     embeddings=[_PLACEHOLDER for _ in group],
                     documents=[d.text for d, _, _ in group],
-                    metadatas=[
-                        {
-                            "source": d.source,
-                            "root": d.root,
-                            "title": d.title,
-                            "content_hash": d.content_hash,
-                            "chunks": len(cs),
-                            _PAGE_STARTS: _encode_page_starts(d.page_starts),
-                        }
-                        for d, cs, _ in group
-                    ],
+                    metadatas=[record_meta(d, len(cs)) for d, cs, _ in group],
                 )
             stale = sorted(set(old) - {c.chunk_id for c in chunks})
             for lo in range(0, len(stale), self._max_batch):
@@ -777,6 +767,18 @@ def _collections(client: Any, name: str) -> tuple[Any, Any, Any, int]:
     )
     docs = client.get_or_create_collection(f"{name}-docs", embedding_function=None, metadata={_GENERATION: 0})
     return client, chunks, docs, int(client.get_max_batch_size())
+
+
+def record_meta(document: Document, chunks: int) -> dict[str, Any]:
+    """A document record's metadata (its text is the record's ``documents`` entry)."""
+    return {
+        "source": document.source,
+        "root": document.root,
+        "title": document.title,
+        "content_hash": document.content_hash,
+        "chunks": chunks,
+        _PAGE_STARTS: _encode_page_starts(document.page_starts),
+    }
 
 
 def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
