@@ -8,7 +8,15 @@ through the real retriever, and each candidate sentence is described by the answ
 - adversarial: SQuAD 2.0's unanswerable questions about the same paragraphs, over the same index;
 - off-topic: questions about articles that are not in the index (an index of half the tuning articles).
 
-    python benchmarks/answerer_data.py --store /tmp/rag-eval/squad --out /tmp/answerer-data
+With --scifact-store, SciFact's **train** claims are asked too (statements, not questions, over biomedical
+abstracts, with less of their wording in the evidence than SQuAD's questions have): a claim with evidence is
+*answerable* (a sentence is positive when it is one of the claim's rationale sentences); a claim whose cited
+abstract holds no evidence for it (SciFact's NOINFO) is *noinfo*, an unanswerable question over a corpus that
+holds related text. Claims are split into train and validation by the abstracts they cite (a claim and its
+negation cite the same abstract and land in one split). SciFact's test claims are never read here.
+
+    python benchmarks/answerer_data.py --store /tmp/rag-eval/squad --scifact-store /tmp/rag-eval/scifact \
+        --out /tmp/answerer-data
 
 --store is a data dir holding the whole SQuAD v1.1 corpus (benchmarks/build_index.py); it is copied and the
 articles not wanted deleted, so nothing is embedded again.
@@ -37,10 +45,12 @@ from rag.evaluation.metrics import containment  # noqa: E402
 from rag.evaluation.references import iter_corpus  # noqa: E402
 from rag.factory import build_service, open_store  # noqa: E402
 from rag.service import RAGService  # noqa: E402
+from rag.text import sentence_spans  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 VALIDATION_ARTICLES = 8
+SCIFACT_VALIDATION_SHARE = 1 / 3
 
 
 @dataclass
@@ -55,6 +65,7 @@ class Example:
     answers: list[str]
     featurized: Any  # rag.answering.extractive.Featurized (passages trimmed to what the features need)
     labels: np.ndarray  # 1 where the candidate sentence contains a reference answer
+    corpus: str = "squad"  # squad | scifact
 
 
 def split_tune_articles(data: Path, seed: int = 0) -> dict[str, str]:
@@ -89,6 +100,43 @@ def collect(service: RAGService, items: list[dict[str, Any]], *, top_k: int) -> 
     return out
 
 
+def scifact_items(data: Path, seed: int = 0) -> list[dict[str, Any]]:
+    """SciFact's train claims as items: evidence claims answerable (answers: their rationale sentences), the others
+    noinfo; split by cited abstract (sorted groups of abstracts shuffled with ``seed``)."""
+    corpus = {d.doc_id: d.text for d in iter_corpus(data)}
+    cited: dict[str, list[str]] = {}
+    with (data / "qrels" / "train.tsv").open(encoding="utf-8") as f:
+        for line in f:
+            qid, doc_id, *_ = line.rstrip("\n").split("\t")
+            if qid != "query-id":
+                cited.setdefault(qid, []).append(doc_id)
+    claims = [json.loads(line) for line in (data / "queries.jsonl").open(encoding="utf-8")]
+    claims = [c for c in claims if c["metadata"].get("split") == "train" and c["_id"] in cited]
+    groups = sorted({min(cited[c["_id"]]) for c in claims})
+    random.Random(seed).shuffle(groups)
+    validation = set(groups[: int(len(groups) * SCIFACT_VALIDATION_SHARE)])
+    items = []
+    for c in claims:
+        evidence = c["metadata"].get("evidence") or {}
+        answers = []
+        for doc_id, sets in evidence.items():
+            spans = sentence_spans(corpus[doc_id])
+            answers += [corpus[doc_id][slice(*spans[i])] for s in sets for i in s["sentences"] if i < len(spans)]
+        group = min(cited[c["_id"]])
+        items.append(
+            {
+                "qid": f"scifact:{c['_id']}",
+                "question": c["text"],
+                "article": f"scifact:{group}",
+                "split": "validation" if group in validation else "train",
+                "kind": "answerable" if answers else "noinfo",
+                "answers": answers,
+                "corpus": "scifact",
+            }
+        )
+    return items
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=Path("/tmp/rag-eval/squad"))
@@ -97,7 +145,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/answerer-data"))
     parser.add_argument("--offtopic", type=int, default=2000, help="off-topic questions sampled")
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions of each kind (0: all)")
+    parser.add_argument("--scifact", type=Path, default=DATASETS / "scifact")
+    parser.add_argument(
+        "--scifact-store", type=Path, default=None, help="a data dir holding the whole SciFact corpus (build_index.py)"
+    )
+    parser.add_argument("--only-scifact", action="store_true", help="write examples-scifact.pkl alone")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.scifact_store is not None:
+        scifact = build_service(Settings(data_dir=args.scifact_store))
+        items = scifact_items(args.scifact)
+        print(f"scifact: {len(items)} claims", file=sys.stderr)
+        dump(collect(scifact, items, top_k=scifact.default_top_k), args.out / "examples-scifact.pkl")
+    if args.only_scifact:
+        return
 
     split_of = split_tune_articles(args.v1)
     docs = list(iter_corpus(args.v1))
@@ -142,7 +203,6 @@ def main() -> None:
             rng.sample(x, min(args.limit, len(x))) for x in (answerable, adversarial, offtopic)
         )
 
-    args.out.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=args.out / "tune-index")
     tune_docs = {d.doc_id for d in docs if d.title in split_of}
     present_docs = {d.doc_id for d in docs if d.title in split_of and d.title not in absent}
@@ -158,12 +218,16 @@ def main() -> None:
     half = build_service(settings.model_copy(update={"data_dir": args.out / "half-index"}))
     print(f"offtopic: {len(offtopic)} questions", file=sys.stderr)
     examples += collect(half, offtopic, top_k=settings.top_k)
+    dump(examples, args.out / "examples.pkl")
+
+
+def dump(examples: list[Example], path: Path) -> None:
     for example in examples:  # what the features need, not the embeddings
         for passage in example.featurized.passages:
             passage.sentence_vectors = None
-    with (args.out / "examples.pkl").open("wb") as f:
+    with path.open("wb") as f:
         pickle.dump(examples, f)
-    print(f"wrote {len(examples)} examples to {args.out / 'examples.pkl'}", file=sys.stderr)
+    print(f"wrote {len(examples)} examples to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -201,9 +201,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "answerer.json")
     parser.add_argument("--reader", type=Path, default=READER_WEIGHTS, help="the reader's weights (train_reader.py)")
     parser.add_argument("--candidates", type=int, default=3, help="sentences the reader reads per question")
+    parser.add_argument(
+        "--scifact",
+        action="store_true",
+        help="also fit and validate on examples-scifact.pkl (answerer_data.py --scifact-store); not the default: "
+        "it did not help (README, Answering)",
+    )
     args = parser.parse_args()
     with (args.data / "examples.pkl").open("rb") as f:
         examples: list[Example] = pickle.load(f)
+    scifact = args.data / "examples-scifact.pkl"
+    if args.scifact and scifact.is_file():
+        with scifact.open("rb") as f:
+            examples += pickle.load(f)
     train = [e for e in examples if e.split == "train"]
     val = [e for e in examples if e.split == "validation"]
     train_ans = [e for e in train if e.kind == "answerable"]
@@ -244,8 +254,9 @@ def main() -> None:
     unanswerable = np.array([e.kind != "answerable" for e in val])
     curve = [refusal_at(p_val, unanswerable, t) for t in np.linspace(0.05, 0.95, 19)]
     point = max(curve, key=lambda r: r["balanced_accuracy"])
-    adversarial = np.array([e.kind != "offtopic" for e in val])  # answerable + adversarial: the SQuAD 2.0 setting
-    no_adv = np.array([e.kind != "adversarial" for e in val])  # answerable + off-topic
+    # SQuAD's answerable + adversarial questions: the SQuAD 2.0 setting; its answerable + off-topic ones.
+    adversarial = np.array([corpus_of(e) == "squad" and e.kind != "offtopic" for e in val])
+    no_adv = np.array([corpus_of(e) == "squad" and e.kind != "adversarial" for e in val])
     report.update(
         confidence={"validation_ece": round(best_ece, 4), "validation_auc": round(auc(p_val, y_val), 4)},
         operating_point=point,
@@ -256,6 +267,7 @@ def main() -> None:
     report["tradeoff_squad2"] = [
         refusal_at(p_val[adversarial], unanswerable[adversarial], r["threshold"]) for r in curve
     ]
+    report["by_corpus"] = by_corpus(val, best_spec, p_val, y_val, point["threshold"])
     report["tradeoff_offtopic"] = [refusal_at(p_val[no_adv], unanswerable[no_adv], r["threshold"]) for r in curve]
     plot_tradeoff(report, args.out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("tradeoff")}, indent=1))
@@ -270,6 +282,31 @@ def main() -> None:
     if args.write:
         write_weights(best_spec, best_conf, ratio=ratio, threshold=point["threshold"], reader=reader_use)
         print(f"wrote {WEIGHTS}")
+
+
+def corpus_of(example: Example) -> str:
+    return getattr(example, "corpus", "squad")  # examples written before SciFact was added are SQuAD's
+
+
+def by_corpus(
+    val: list[Example], spec: dict[str, Any], p: np.ndarray, y: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Validation figures of each corpus apart: sentence choice, calibration, refusals at ``threshold``."""
+    out: dict[str, Any] = {}
+    for name in sorted({corpus_of(e) for e in val}):
+        mask = np.array([corpus_of(e) == name for e in val])
+        answerable = [e for e in val if corpus_of(e) == name and e.kind == "answerable"]
+        unanswerable = np.array([e.kind != "answerable" for e in val])[mask]
+        out[name] = {
+            "questions": int(mask.sum()),
+            "answerable": len(answerable),
+            "containment_1": round(containment_at(answerable, spec, 2.0, 1)[0], 4),
+            "ece": round(calibration_error(p[mask], y[mask]), 4),
+            "auc": round(auc(p[mask], y[mask]), 4),
+            "at_point": refusal_at(p[mask], unanswerable, threshold),
+        }
+        print(f"{name}: {out[name]}")
+    return out
 
 
 def reader_logits(
@@ -352,8 +389,8 @@ def fit_reader_use(
     unanswerable = np.array([e.kind != "answerable" for e in val])
     curve = [refusal_at(p, unanswerable, t) for t in np.linspace(0.05, 0.95, 19)]
     point = max(curve, key=lambda r: r["balanced_accuracy"])
-    adversarial = np.array([e.kind != "offtopic" for e in val])
-    no_adv = np.array([e.kind != "adversarial" for e in val])
+    adversarial = np.array([corpus_of(e) == "squad" and e.kind != "offtopic" for e in val])
+    no_adv = np.array([corpus_of(e) == "squad" and e.kind != "adversarial" for e in val])
     answered_right = (p >= point["threshold"]) & (y > 0)
     use = {
         "candidates": candidates,
