@@ -680,6 +680,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a kept build directory: sizes already built there are served as they are (implies --work DIR --keep)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the build directory")
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build the collections (implies --keep; with --work or --reuse DIR) and exit: no serving, no timing",
+    )
     parser.add_argument("--questions", type=int, default=60, help="cold /ask questions per size")
     parser.add_argument("--upload-rounds", type=int, default=10)
     parser.add_argument("--answerable-rounds", type=int, default=5)
@@ -699,6 +704,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed * 7919 + int(args.run_id))
     if args.reuse:
         args.work, args.keep = args.reuse, True
+    if args.build_only:
+        if args.work is None:
+            parser.error("--build-only needs --work DIR or --reuse DIR (a temp dir would be removed)")
+        args.keep = True
     questions = load_questions(args.data, args.seed)
     paragraphs = load_paragraphs(args.data, args.seed)
     per_size_q = 4 + args.questions + args.upload_rounds
@@ -763,6 +772,9 @@ def main(argv: list[str] | None = None) -> int:
             build["disk_kb_per_chunk"] = build["disk_mb"] * 1024 / size
             log(f"[{size}] build: {build}")
             point: dict[str, Any] = {"chunks": size, "build": build}
+            if args.build_only:
+                prev = dest
+                continue
             q = questions[i * per_size_q : (i + 1) * per_size_q]
             try:
                 point.update(measure(size, dest, args, q, paragraphs, procs, scratch, rng))
@@ -781,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     result["total_s"] = time.perf_counter() - t_all
+    if args.build_only:
+        log(f"built {', '.join(str(s) for s in sizes)} chunks in {work} in {result['total_s']:.0f} s")
+        return 0
     result["machine"]["loadavg_end"] = os.getloadavg()
     args.json.write_text(json.dumps(result, indent=2, default=float) + "\n")
     plot(result["points"], args.plot)

@@ -10,8 +10,10 @@ index) must notice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -45,6 +47,14 @@ CHANGE_WINDOW_NS = 60 * 10**9
 CHANGE_LOG_KEEP_NS = 7 * 24 * 3600 * 10**9  # a week: a replica stopped for longer rebuilds its BM25 index at start
 _PLACEHOLDER = [0.0]  # the docs collection stores text, not vectors; Chroma still wants one per record
 _PAGE = 2000
+# Every chunk and document record carries ``bucket`` = bucket_of(its id), 0..BUCKETS-1, so that a full read of a
+# collection goes bucket range by bucket range (an indexed lookup) instead of by offset (Chroma sorts and skips the
+# whole collection for every page: quadratic at 10^6 rows). Never change BUCKETS: stored buckets would not match.
+BUCKETS = 1024
+_BUCKET = "bucket"
+# The collection-metadata key, set only when this version CREATES a collection, that says every row in it has a
+# bucket (its value: BUCKETS). Collections created before keep offset paging: their older rows have no bucket.
+_BUCKETED = "buckets"
 _SNAPSHOT_TRIES = 5
 DEFAULT_TIMEOUT_S = 5.0  # rag.config.DEFAULT_CHROMA_TIMEOUT_S, the setting RAG_CHROMA_TIMEOUT_S
 # Test-only: a process whose environment names a document id here kills itself (SIGKILL) after writing that
@@ -265,10 +275,8 @@ class ChromaStore:
     def list_documents(self) -> list[DocumentInfo]:
         """Every document, without its text, sorted by id."""
         infos: list[DocumentInfo] = []
-        with _translate_errors(self._reset):
-            for offset in range(0, self._docs.count(), _PAGE):
-                got = self._docs.get(include=["metadatas"], limit=_PAGE, offset=offset)
-                infos.extend(_info(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True))
+        for got in self._read_all(self._docs, ["metadatas"]):
+            infos.extend(_info(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True))
         return sorted(infos, key=lambda info: info.doc_id)
 
     def get_document(self, doc_id: str, *, with_text: bool = True) -> DocumentInfo | None:
@@ -302,14 +310,11 @@ class ChromaStore:
             ids: list[str] = []
             texts: list[str] = []
             metas: list[dict[str, Any]] = []
-            with _translate_errors(self._reset):
-                total = self._chunks.count()
-                for offset in range(0, total, _PAGE):
-                    got = self._chunks.get(include=_CHUNK_FIELDS, limit=_PAGE, offset=offset)
-                    ids.extend(got["ids"])
-                    texts.extend(chunk_texts(got))
-                    # Sentence vectors stay in the store (~5 KB a chunk): dense hits bring them for their passages.
-                    metas.extend(_plain(m) for m in got["metadatas"] or [])
+            for got in self._read_all(self._chunks, _CHUNK_FIELDS):
+                ids.extend(got["ids"])
+                texts.extend(chunk_texts(got))
+                # Sentence vectors stay in the store (~5 KB a chunk): dense hits bring them for their passages.
+                metas.extend(_plain(m) for m in got["metadatas"] or [])
             documents = self.list_documents()
             hashes = {d.doc_id: d.content_hash for d in documents}
             if attempt == _SNAPSHOT_TRIES - 1 or self.generation() == generation:
@@ -328,15 +333,13 @@ class ChromaStore:
         """
         hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
         out: list[tuple[str, str]] = []
-        with _translate_errors(self._reset):
-            for offset in range(0, self._chunks.count(), _PAGE):
-                got = self._chunks.get(include=_CHUNK_FIELDS, limit=_PAGE, offset=offset)
-                for chunk_id, text, meta in zip(got["ids"], chunk_texts(got), got["metadatas"] or [], strict=True):
-                    meta = meta or {}
-                    if hashes.get(str(meta.get("doc_id"))) != meta.get("content_hash"):
-                        continue
-                    if _stored_sentence_count(meta) != len(sentence_spans(text or "")):
-                        out.append((chunk_id, text or ""))
+        for got in self._read_all(self._chunks, _CHUNK_FIELDS):
+            for chunk_id, text, meta in zip(got["ids"], chunk_texts(got), got["metadatas"] or [], strict=True):
+                meta = meta or {}
+                if hashes.get(str(meta.get("doc_id"))) != meta.get("content_hash"):
+                    continue
+                if _stored_sentence_count(meta) != len(sentence_spans(text or "")):
+                    out.append((chunk_id, text or ""))
         return out
 
     def query(self, embedding: np.ndarray, *, n: int) -> list[DenseHit]:
@@ -613,12 +616,50 @@ class ChromaStore:
     def scan_chunks(self) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]]]]:
         """The collection a page at a time: (ids, texts, metadata without text and sentence vectors). Not one
         consistent read: a write during the scan may show in part (callers follow the change log, or lock)."""
-        with _translate_errors(self._reset):
-            total = self._chunks.count()
-        for offset in range(0, total, _PAGE):
-            with _translate_errors(self._reset):
-                got = self._chunks.get(include=_CHUNK_FIELDS, limit=_PAGE, offset=offset)
+        for got in self._read_all(self._chunks, _CHUNK_FIELDS):
             yield list(got["ids"]), chunk_texts(got), [_plain(m) for m in got["metadatas"] or []]
+
+    def _read_all(self, collection: Any, include: list[Any]) -> Iterator[Any]:
+        """Every row of ``collection``, a Chroma ``get`` result of about ``_PAGE`` rows at a time.
+
+        A collection this version created (``_BUCKETED`` in its metadata) is read bucket range by bucket range,
+        ``ceil(BUCKETS * _PAGE / count)`` buckets a call, with ``$in`` on the bucket (Chroma 1.5 answers it from
+        SQLite's (key, int_value) index; a ``$gte``/``$lt`` range selects every row above ``lo`` and every row below
+        ``hi`` and intersects them: half the collection per call). No offsets: each page costs its own rows, where an
+        offset page costs the whole collection (Chroma orders all rows for every page). Rows of a bucketed collection
+        that have no bucket (written by an earlier version, which README says not to mix) are read last. Any other
+        collection is read by offset, as before. Not one consistent read: a write during it may show in part.
+        """
+        with _translate_errors(self._reset):
+            total = int(collection.count())
+            buckets = int((collection.metadata or {}).get(_BUCKETED, 0))
+        if total <= _PAGE:  # one call, as a page by offset would be
+            with _translate_errors(self._reset):
+                got = collection.get(include=include)
+            yield got
+            return
+        if not buckets:
+            for offset in range(0, total, _PAGE):
+                with _translate_errors(self._reset):
+                    got = collection.get(include=include, limit=_PAGE, offset=offset)
+                yield got
+            return
+        step = max(1, min(buckets, math.ceil(buckets * _PAGE / total)))
+        seen = 0
+        for lo in range(0, buckets, step):
+            where = {_BUCKET: {"$in": list(range(lo, min(lo + step, buckets)))}}
+            with _translate_errors(self._reset):
+                got = collection.get(where=where, include=include)
+            seen += len(got["ids"])
+            yield got
+        if seen < total:  # rows without a bucket, or rows deleted during the read: one more (whole-collection) look
+            where = {_BUCKET: {"$nin": list(range(buckets))}}
+            for offset in range(0, total - seen, _PAGE):
+                with _translate_errors(self._reset):
+                    got = collection.get(where=where, include=include, limit=_PAGE, offset=offset)
+                if not got["ids"]:
+                    break
+                yield got
 
     def bump_generation(self, doc_ids: Sequence[str] = ()) -> Change | None:
         """Move the change counter to a value no reader has seen; log ``doc_ids`` as changed at that value.
@@ -762,10 +803,17 @@ def _by_start(chunk: tuple[str, str, int]) -> tuple[int, str]:
 
 
 def _collections(client: Any, name: str) -> tuple[Any, Any, Any, int]:
+    # The metadata given here is written only when the collection is created: an existing one keeps its own (so a
+    # collection created by an earlier version never claims buckets its older rows lack).
     chunks = client.get_or_create_collection(
-        f"{name}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        f"{name}-chunks",
+        embedding_function=None,
+        configuration={"hnsw": {"space": "cosine"}},
+        metadata={_BUCKETED: BUCKETS},
     )
-    docs = client.get_or_create_collection(f"{name}-docs", embedding_function=None, metadata={_GENERATION: 0})
+    docs = client.get_or_create_collection(
+        f"{name}-docs", embedding_function=None, metadata={_GENERATION: 0, _BUCKETED: BUCKETS}
+    )
     return client, chunks, docs, int(client.get_max_batch_size())
 
 
@@ -778,6 +826,7 @@ def record_meta(document: Document, chunks: int) -> dict[str, Any]:
         "content_hash": document.content_hash,
         "chunks": chunks,
         _PAGE_STARTS: _encode_page_starts(document.page_starts),
+        _BUCKET: bucket_of(document.doc_id),
     }
 
 
@@ -790,6 +839,7 @@ def _chunk_meta(chunk: Chunk, document: Document) -> dict[str, Any]:
         "index": chunk.index,
         "content_hash": document.content_hash,
         _TEXT: chunk.text,
+        _BUCKET: bucket_of(chunk.chunk_id),
     }
     if chunk.sentence_vectors is not None and len(chunk.sentence_vectors):
         meta[_SENTENCE_VECTORS] = encode_vectors(chunk.sentence_vectors)
@@ -814,11 +864,17 @@ def chunk_texts(got: Any) -> list[str]:
 
 
 def _plain(meta: Any) -> dict[str, Any]:
-    """A chunk's metadata without what the store keeps for itself (its text and sentence vectors)."""
+    """A chunk's metadata without what the store keeps for itself (its text, sentence vectors and bucket)."""
     out = dict(meta or {})
     out.pop(_SENTENCE_VECTORS, None)
     out.pop(_TEXT, None)
+    out.pop(_BUCKET, None)
     return out
+
+
+def bucket_of(item_id: str) -> int:
+    """The bucket of a chunk or document id: the same in every process and version (not Python's salted hash)."""
+    return int(hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:8], 16) % BUCKETS
 
 
 def _sentence_vectors_of(meta: Any) -> np.ndarray | None:
