@@ -80,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lexical.json")
     args = parser.parse_args(argv)
 
-    snapshot = ChromaStore(path=args.store / "chroma", collection=args.collection).snapshot()
-    if not snapshot.ids:
+    ids: list[str] = []
+    doc_ids: list[str] = []
+    texts: list[str] = []
+    store = ChromaStore(path=args.store / "chroma", collection=args.collection)
+    for page_ids, page_texts, metas in store.scan_chunks():
+        ids += page_ids
+        texts += page_texts
+        doc_ids += [str(m["doc_id"]) for m in metas]
+    if not ids:
         sys.exit(f"no chunks in {args.store}: build it with benchmarks/build_index.py")
-    texts = snapshot.texts
     vocab: dict[str, int] = {}
-    base = _Segment.from_texts(list(snapshot.ids), [str(m["doc_id"]) for m in snapshot.metadatas], texts, vocab)
+    base = _Segment.from_texts(ids, doc_ids, texts, vocab)
     questions = [json.loads(line)["text"] for line in (SQUAD / "queries.jsonl").open()]
     random.Random(0).shuffle(questions)
     questions = questions[:100]

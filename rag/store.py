@@ -22,7 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ _BUCKET = "bucket"
 # The collection-metadata key, set only when this version CREATES a collection, that says every row in it has a
 # bucket (its value: BUCKETS). Collections created before keep offset paging: their older rows have no bucket.
 _BUCKETED = "buckets"
-_SNAPSHOT_TRIES = 5
 DEFAULT_TIMEOUT_S = 5.0  # rag.config.DEFAULT_CHROMA_TIMEOUT_S, the setting RAG_CHROMA_TIMEOUT_S
 # Test-only: a process whose environment names a document id here kills itself (SIGKILL) after writing that
 # document's chunks and before writing its record, so tests can crash a real `rag serve` exactly there.
@@ -71,19 +70,6 @@ class DenseHit:
     metadata: dict[str, Any]
     similarity: float
     sentence_vectors: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class ChunkSnapshot:
-    """Every chunk of a collection (ids, texts, metadata) at one generation: the input of the BM25 index."""
-
-    generation: int
-    ids: list[str]
-    texts: list[str]
-    metadatas: list[dict[str, Any]]
-    doc_hashes: dict[str, str]
-    # doc_id -> where each page begins in its text, for the documents that have pages (PDFs).
-    doc_pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -298,29 +284,6 @@ class ChromaStore:
     def chunk_ids_of(self, doc_id: str) -> list[str]:
         with _translate_errors(self._reset):
             return list(self._chunks.get(where={"doc_id": doc_id}, include=[])["ids"])
-
-    def snapshot(self) -> ChunkSnapshot:
-        """All chunks and the current document hashes, read at one generation.
-
-        Under a steady stream of writes it gives up waiting for a quiet moment after a few tries and returns the
-        read labelled with the generation it started at: the next reader sees a newer one and rebuilds.
-        """
-        for attempt in range(_SNAPSHOT_TRIES):
-            generation = self.generation()
-            ids: list[str] = []
-            texts: list[str] = []
-            metas: list[dict[str, Any]] = []
-            for got in self._read_all(self._chunks, _CHUNK_FIELDS):
-                ids.extend(got["ids"])
-                texts.extend(chunk_texts(got))
-                # Sentence vectors stay in the store (~5 KB a chunk): dense hits bring them for their passages.
-                metas.extend(_plain(m) for m in got["metadatas"] or [])
-            documents = self.list_documents()
-            hashes = {d.doc_id: d.content_hash for d in documents}
-            if attempt == _SNAPSHOT_TRIES - 1 or self.generation() == generation:
-                break
-        pages = {d.doc_id: d.page_starts for d in documents if d.page_starts}
-        return ChunkSnapshot(generation, ids, texts, metas, hashes, pages)
 
     def chunks_without_sentence_vectors(self) -> list[tuple[str, str]]:
         """(chunk id, text) of every current chunk whose stored sentence vectors are missing or do not fit its text.
@@ -557,9 +520,9 @@ class ChromaStore:
         skips it). Vectors depend only on the chunk's text, which its id is derived from, so a writer racing this
         one on the same id stores the same vectors.
 
-        The generation does not move: nothing derived from the store holds sentence vectors (the BM25 snapshot
-        leaves them out, see ``snapshot``) and dense queries read them live, so replicas see them at once, and a
-        bump would only make every replica re-read the whole collection for an identical BM25 index.
+        The generation does not move: nothing derived from the store holds sentence vectors (the BM25 index reads
+        chunks without them, see ``scan_chunks``) and dense queries read them live, so replicas see them at once,
+        and a bump would only make every replica re-read the documents for an identical BM25 index.
         """
         if len(ids) != len(vectors):
             raise ValueError("set_sentence_vectors needs one array of vectors per id")

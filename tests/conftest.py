@@ -12,12 +12,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rag.config import Settings
 from rag.embedding import SentenceTransformerEmbedder
+from rag.store import ChromaStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -190,3 +193,23 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class StoredChunks:
+    """Every chunk of a store, read through ChromaStore.scan_chunks (ids, texts, metadata without the store's keys)."""
+
+    ids: list[str]
+    texts: list[str]
+    metadatas: list[dict[str, Any]]
+
+
+def stored_chunks(store: ChromaStore) -> StoredChunks:
+    ids: list[str] = []
+    texts: list[str] = []
+    metas: list[dict[str, Any]] = []
+    for page_ids, page_texts, page_metas in store.scan_chunks():
+        ids += page_ids
+        texts += page_texts
+        metas += page_metas
+    return StoredChunks(ids, texts, metas)

@@ -16,7 +16,7 @@ import pytest
 from index.chunking import chunk_document
 from index.loaders import load_document
 from rag.factory import open_store
-from tests.conftest import CHROMA_URL, ROOT, make_settings
+from tests.conftest import CHROMA_URL, ROOT, make_settings, stored_chunks
 
 # Three ingestion windows (index.pipeline.WINDOW_DOCS = 256): the kill lands after the first is stored.
 DOCS = 560
@@ -96,7 +96,7 @@ def test_kill_9_mid_index_then_rerun_leaves_no_duplicate_or_missing_chunk(tmp_pa
     assert second.returncode == 0, err
 
     store = open_store(settings)
-    snapshot = store.snapshot()
+    snapshot = stored_chunks(store)
     assert len(snapshot.ids) == len(set(snapshot.ids)) == store.count_chunks()
     assert set(snapshot.ids) == expected, (len(set(snapshot.ids) - expected), len(expected - set(snapshot.ids)))
     per_position = Counter((m["doc_id"], m["index"]) for m in snapshot.metadatas)

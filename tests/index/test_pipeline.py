@@ -13,7 +13,7 @@ from rag.factory import open_store
 from rag.retrieval.hybrid import HybridRetriever
 from rag.store import chunk_texts
 from rag.types import Document
-from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings
+from tests.conftest import ROOT, SEED_DOC_ID, copy_seeds, make_settings, stored_chunks
 from tests.pdfs import pdf_file
 
 ALPHA = "Alpha reactors run on molten salt. They were first tested in 1965 at Oak Ridge."
@@ -27,7 +27,7 @@ def indexer(tmp_path: Path, embedder) -> Indexer:  # type: ignore[no-untyped-def
 
 
 def _all_chunk_ids(indexer: Indexer) -> list[str]:
-    return sorted(indexer.store.snapshot().ids)
+    return sorted(stored_chunks(indexer.store).ids)
 
 
 def test_index_paths_reindex_unchanged_adds_nothing(indexer: Indexer, tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_index_paths_changed_file_replaces_its_chunks(indexer: Indexer, tmp_path
     (folder / "alpha.txt").write_text("Alpha reactors were abandoned. Nobody remembers them.")
     report = indexer.index_paths([folder])
     assert (report.updated, report.unchanged) == (1, 1)
-    texts = indexer.store.snapshot().texts
+    texts = stored_chunks(indexer.store).texts
     assert not any("molten salt" in t for t in texts), "stale chunk left behind"
     assert any("abandoned" in t for t in texts)
     assert set(indexer.store.chunk_ids_of("beta.md")) == beta_ids

@@ -36,7 +36,7 @@ def test_unknown_fusion_is_rejected() -> None:
 def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
     from index.pipeline import Indexer
     from rag.factory import open_store
-    from tests.conftest import make_settings
+    from tests.conftest import make_settings, stored_chunks
 
     settings = make_settings(tmp_path / "data")
     store = open_store(settings)
@@ -47,7 +47,7 @@ def test_bm25_reads_later_chunks_with_their_document_title(tmp_path, embedder) -
             doc_id="d1", source="d1", text=f"Zebrafish regeneration\n\n{body}", title="Zebrafish regeneration"
         )
     )
-    snapshot = store.snapshot()
+    snapshot = stored_chunks(store)
     assert len(snapshot.ids) > 2
     later = [cid for cid, m in zip(snapshot.ids, snapshot.metadatas, strict=True) if m["start"] > 0]
     n = len(snapshot.ids)

@@ -13,6 +13,7 @@ from rag.retrieval.bm25 import BM25Index
 from rag.retrieval.lexical import LexicalIndex, LexicalSide, build_index, load_index, save_index
 from rag.store import ChromaStore, IndexedDocument
 from rag.types import Chunk, Document
+from tests.conftest import stored_chunks
 
 WORDS = (
     "reactor salt molten thorium uranium cooling pump valve river delta farm harvest wheat barley storm rain flood "
@@ -249,7 +250,7 @@ def test_chunk_text_lives_in_metadata_and_old_chunks_are_still_read(tmp_path: Pa
         metadatas=[{k: v for k, v in got["metadatas"][i].items() if k != "text"} for i in old],
     )
     expected = {got["ids"][i]: got["metadatas"][i]["text"] for i in range(len(got["ids"]))}
-    snapshot = store.snapshot()
+    snapshot = stored_chunks(store)
     assert dict(zip(snapshot.ids, snapshot.texts, strict=True)) == expected
     assert all("text" not in m for m in snapshot.metadatas)
     assert {i: h.text for i, h in store.chunks_by_id(list(expected)).items()} == expected

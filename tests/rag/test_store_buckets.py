@@ -16,7 +16,7 @@ from chromadb.api.models.Collection import Collection
 import rag.store
 from rag.factory import open_store
 from rag.store import _BUCKETED, BUCKETS, ChromaStore, bucket_of
-from tests.conftest import index_folder, make_settings
+from tests.conftest import index_folder, make_settings, stored_chunks
 
 PAGE = 16
 WORDS = "river valley harbour tower garden bridge market castle forest meadow canal island mill quarry".split()
@@ -56,7 +56,7 @@ def _check_reads_every_row_once(store: ChromaStore) -> None:
     assert len(chunk_ids) > 3 * PAGE and len(doc_ids) > 3 * PAGE  # several pages / bucket ranges
     scanned = [i for ids, _, _ in store.scan_chunks() for i in ids]
     assert len(scanned) == len(chunk_ids) and set(scanned) == set(chunk_ids)
-    snap = store.snapshot()
+    snap = stored_chunks(store)
     assert len(snap.ids) == len(chunk_ids) and set(snap.ids) == set(chunk_ids)
     assert all("bucket" not in m for m in snap.metadatas)  # the store's own key stays inside the store
     listed = [d.doc_id for d in store.list_documents()]
