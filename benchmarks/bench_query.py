@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_ingest import log, pct
+from benchmarks.copies import copy_batch, read_base
 from rag.config import Settings
 from rag.factory import build_service, open_store
-from rag.store import chunk_texts
-from rag.types import Chunk, Document
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,54 +165,16 @@ def http_bench(data_dir: Path, questions: list[str], seconds: float, *, sequenti
 
 # --- scaling ----------------------------------------------------------------------------------------------------
 def scaling(base_dir: Path, work: Path, sizes: list[int], questions: list[str]) -> list[dict[str, Any]]:
-    src = open_store(Settings(data_dir=base_dir))
-    got = src._chunks.get(include=["documents", "metadatas", "embeddings"])  # noqa: SLF001
-    texts_of_chunks = chunk_texts(got)
-    texts: dict[str, str] = {}
-    for info in src.list_documents():
-        full = src.get_document(info.doc_id)
-        assert full is not None
-        texts[info.doc_id] = full.text
-    # The copies keep their chunk's stored sentence vectors, as a real index has them (else answering embeds them).
-    sentence_vectors = src.sentence_vectors(got["ids"])
+    base = read_base(base_dir)
     dest = open_store(Settings(data_dir=work))
     rng = np.random.default_rng(0)
-    n_base = len(got["ids"])
+    n_base = len(base)
     results = []
     count, copy = 0, 0
     for size in sizes:
         while count < size:
-            items: dict[str, tuple[Document, list[Chunk], list[np.ndarray]]] = {}
             take = min(n_base, size - count)
-            for j in range(take):
-                meta = got["metadatas"][j]
-                doc_id = f"{meta['doc_id']}#{copy}"
-                if doc_id not in items:
-                    text = texts[str(meta["doc_id"])]
-                    doc = Document(
-                        doc_id=doc_id,
-                        source=f"copy{copy}/{meta['doc_id']}",
-                        text=text,
-                        content_hash=f"{copy}-{meta['content_hash']}",
-                    )
-                    items[doc_id] = (doc, [], [])
-                doc, chunks, vecs = items[doc_id]
-                chunks.append(
-                    Chunk(
-                        chunk_id=f"{got['ids'][j]}-{copy}",
-                        doc_id=doc_id,
-                        source=doc.source,
-                        text=texts_of_chunks[j],
-                        start=int(meta["start"]),
-                        end=int(meta["end"]),
-                        index=int(meta["index"]),
-                        content_hash=doc.content_hash,
-                        sentence_vectors=sentence_vectors.get(got["ids"][j]),
-                    )
-                )
-                v = np.asarray(got["embeddings"][j], dtype=np.float32) + rng.normal(0, 0.01, 384).astype(np.float32)
-                vecs.append(v / np.linalg.norm(v))
-            dest.replace_documents([(d, c, np.stack(v)) for d, c, v in items.values()])
+            dest.replace_documents(copy_batch(base, copy, take, rng))
             count += take
             copy += 1
         log(f"scaling: {count} chunks stored; measuring")

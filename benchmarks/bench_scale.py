@@ -55,10 +55,9 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
     """Add jittered copies of the base index's chunks to ``dest_data`` until it holds ``target`` chunks."""
     import numpy as np
 
+    from benchmarks.copies import copy_batch, read_base
     from rag.config import Settings
     from rag.factory import open_store
-    from rag.store import chunk_texts
-    from rag.types import Chunk, Document
 
     dest_dir = Path(dest_data)
     manifest = dest_dir / MANIFEST
@@ -69,16 +68,7 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
     if state["chunks"] >= target:  # reused: the rate of the build that made it
         return {"added": 0, "reused": True, "chunks_per_s": state["chunks"] / max(state["seconds"], 1e-9), **state}
     t_read = time.perf_counter()
-    src = open_store(Settings(data_dir=Path(base_data)))
-    got = src._chunks.get(include=["documents", "metadatas", "embeddings"])  # noqa: SLF001
-    chunk_text = chunk_texts(got)
-    texts = {}
-    for info in src.list_documents():
-        full = src.get_document(info.doc_id)
-        assert full is not None
-        texts[info.doc_id] = full.text
-    sentence_vectors = src.sentence_vectors(got["ids"])
-    base_vecs = np.asarray(got["embeddings"], dtype=np.float32)
+    base = read_base(Path(base_data))
     read_s = time.perf_counter() - t_read
 
     dest = open_store(Settings(data_dir=dest_dir))
@@ -106,44 +96,14 @@ def grow(base_data: str, dest_data: str, target: int) -> dict[str, Any]:
     except (AttributeError, TypeError, ValueError):  # a collection class that refuses attributes: totals only
         wrapped = False
     rng = np.random.default_rng(1000 + state["copies"])
-    n_base = len(got["ids"])
+    n_base = len(base)
     count, copy, added = state["chunks"], state["copies"], 0
     t0 = time.perf_counter()
     write_s = 0.0
     while count < target:
         t = time.perf_counter()
         take = min(n_base, target - count)
-        items: dict[str, tuple[Any, list[Any], list[int]]] = {}
-        for j in range(take):
-            meta = got["metadatas"][j]
-            doc_id = f"{meta['doc_id']}#{copy}"
-            if doc_id not in items:
-                doc = Document(
-                    doc_id=doc_id,
-                    source=f"copy{copy}/{meta['doc_id']}",
-                    text=texts[str(meta["doc_id"])],
-                    content_hash=f"{copy}-{meta['content_hash']}",
-                )
-                items[doc_id] = (doc, [], [])
-            doc, chunks, rows = items[doc_id]
-            chunks.append(
-                Chunk(
-                    chunk_id=f"{got['ids'][j]}-{copy}",
-                    doc_id=doc_id,
-                    source=doc.source,
-                    text=chunk_text[j],
-                    start=int(meta["start"]),
-                    end=int(meta["end"]),
-                    index=int(meta["index"]),
-                    content_hash=doc.content_hash,
-                    sentence_vectors=sentence_vectors.get(got["ids"][j]),
-                )
-            )
-            rows.append(j)
-        batch = []
-        for doc, chunks, rows in items.values():
-            v = base_vecs[rows] + rng.normal(0, 0.01, (len(rows), base_vecs.shape[1])).astype(np.float32)
-            batch.append((doc, chunks, v / np.linalg.norm(v, axis=1, keepdims=True)))
+        batch = copy_batch(base, copy, take, rng)
         parts["prepare"] += time.perf_counter() - t
         t = time.perf_counter()
         if raw:

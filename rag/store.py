@@ -499,19 +499,6 @@ class ChromaStore:
             )
         return len(got["ids"]) >= info.chunks
 
-    def sentence_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored in-context sentence vectors of these chunks (those that have them), by chunk id."""
-        if not ids:
-            return {}
-        with _translate_errors(self._reset):
-            got = self._chunks.get(ids=list(ids), include=["metadatas"])
-        out = {}
-        for chunk_id, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
-            vectors = _sentence_vectors_of(meta)
-            if vectors is not None:
-                out[chunk_id] = vectors
-        return out
-
     def set_sentence_vectors(self, ids: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
         """Store each chunk's in-context sentence vectors; its embedding, text and other metadata stay as they are.
 
