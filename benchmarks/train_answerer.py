@@ -205,15 +205,20 @@ def main() -> None:
         "--scifact",
         action="store_true",
         help="also fit and validate on examples-scifact.pkl (answerer_data.py --scifact-store); not the default: "
-        "it did not help (README, Answering)",
+        "it did not help (README, Answering). Without it, that file's validation claims are only reported",
     )
     args = parser.parse_args()
     with (args.data / "examples.pkl").open("rb") as f:
         examples: list[Example] = pickle.load(f)
     scifact = args.data / "examples-scifact.pkl"
-    if args.scifact and scifact.is_file():
+    unseen: list[Example] = []  # without --scifact: SciFact's validation claims, a domain the fit never sees
+    if scifact.is_file():
         with scifact.open("rb") as f:
-            examples += pickle.load(f)
+            claims: list[Example] = pickle.load(f)
+        if args.scifact:
+            examples += claims
+        else:
+            unseen = [e for e in claims if e.split == "validation"]
     train = [e for e in examples if e.split == "train"]
     val = [e for e in examples if e.split == "validation"]
     train_ans = [e for e in train if e.kind == "answerable"]
@@ -268,6 +273,10 @@ def main() -> None:
         refusal_at(p_val[adversarial], unanswerable[adversarial], r["threshold"]) for r in curve
     ]
     report["by_corpus"] = by_corpus(val, best_spec, p_val, y_val, point["threshold"])
+    if unseen:  # reported, never used to choose
+        x_unseen, y_unseen = answer_rows(unseen, best_spec)
+        p_unseen = probabilities(best_conf, x_unseen)
+        report["unseen_corpus"] = by_corpus(unseen, best_spec, p_unseen, y_unseen, point["threshold"])
     report["tradeoff_offtopic"] = [refusal_at(p_val[no_adv], unanswerable[no_adv], r["threshold"]) for r in curve]
     plot_tradeoff(report, args.out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("tradeoff")}, indent=1))
