@@ -30,7 +30,7 @@ import numpy as np
 
 from rag.errors import DocumentBusy, StoreUnavailable
 from rag.locks import LOCK_WAIT_S, DocumentLocks
-from rag.store_outage import Connecting, PendingRepairs, bound_requests
+from rag.store_outage import Connecting, PendingRepairs, bound_requests, patience, patient
 from rag.store_outage import translate_errors as _translate_errors
 from rag.text import sentence_spans
 from rag.types import Chunk, Document, DocumentInfo
@@ -56,6 +56,10 @@ _BUCKET = "bucket"
 # bucket (its value: BUCKETS). Collections created before keep offset paging: their older rows have no bucket.
 _BUCKETED = "buckets"
 DEFAULT_TIMEOUT_S = 5.0  # rag.config.DEFAULT_CHROMA_TIMEOUT_S, the setting RAG_CHROMA_TIMEOUT_S
+# What one call of a full read of a collection (BM25 rebuild, start-up repair, listing) may take on the Chroma server:
+# at 10^6 chunks a count or page costs seconds on a cold page cache, and the `$nin` look for rows without a bucket
+# 11-18 s. Questions keep DEFAULT_TIMEOUT_S / RAG_CHROMA_TIMEOUT_S.
+BULK_TIMEOUT_S = 120.0
 # Test-only: a process whose environment names a document id here kills itself (SIGKILL) after writing that
 # document's chunks and before writing its record, so tests can crash a real `rag serve` exactly there.
 _KILL_BEFORE_RECORD_OF = os.environ.get("RAG_TEST_KILL_BEFORE_RECORD_OF") or None
@@ -186,8 +190,9 @@ class ChromaStore:
                 attempt = self._connecting = Connecting()
                 threading.Thread(target=self._build_client, args=(attempt,), name="chroma-connect", daemon=True).start()
         with _translate_errors(self._reset):
-            if not attempt.done.wait(self._timeout_s):
-                raise TimeoutError(f"the Chroma server did not answer within {self._timeout_s:g} s")
+            wait_s = patience(self._timeout_s)  # longer for the calls of a full read (``_bulk``)
+            if not attempt.done.wait(wait_s):
+                raise TimeoutError(f"the Chroma server did not answer within {wait_s:g} s")
             if attempt.error is not None:
                 raise attempt.error
             assert attempt.opened is not None
@@ -261,7 +266,7 @@ class ChromaStore:
     def list_documents(self) -> list[DocumentInfo]:
         """Every document, without its text, sorted by id."""
         infos: list[DocumentInfo] = []
-        for got in self._read_all(self._docs, ["metadatas"]):
+        for got in self._read_all(lambda: self._docs, ["metadatas"]):
             infos.extend(_info(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True))
         return sorted(infos, key=lambda info: info.doc_id)
 
@@ -296,7 +301,7 @@ class ChromaStore:
         """
         hashes = {d.doc_id: d.content_hash for d in self.list_documents()}
         out: list[tuple[str, str]] = []
-        for got in self._read_all(self._chunks, _CHUNK_FIELDS):
+        for got in self._read_all(lambda: self._chunks, _CHUNK_FIELDS):
             for chunk_id, text, meta in zip(got["ids"], chunk_texts(got), got["metadatas"] or [], strict=True):
                 meta = meta or {}
                 if hashes.get(str(meta.get("doc_id"))) != meta.get("content_hash"):
@@ -563,14 +568,20 @@ class ChromaStore:
         for ids, _, metas in self.scan_chunks():
             yield from zip(ids, metas, strict=True)
 
+    def bulk_reads(self) -> AbstractContextManager[None]:
+        """Within it, this thread's calls may take BULK_TIMEOUT_S instead of RAG_CHROMA_TIMEOUT_S: for the full reads
+        of maintenance (BM25 rebuild, start-up repair and reconcile), never for a request's own calls (those keep
+        the short timeout, so a hung server costs a request RAG_CHROMA_TIMEOUT_S)."""
+        return patient(BULK_TIMEOUT_S)
+
     def scan_chunks(self) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]]]]:
         """The collection a page at a time: (ids, texts, metadata without text and sentence vectors). Not one
         consistent read: a write during the scan may show in part (callers follow the change log, or lock)."""
-        for got in self._read_all(self._chunks, _CHUNK_FIELDS):
+        for got in self._read_all(lambda: self._chunks, _CHUNK_FIELDS):
             yield list(got["ids"]), chunk_texts(got), [_plain(m) for m in got["metadatas"] or []]
 
-    def _read_all(self, collection: Any, include: list[Any]) -> Iterator[Any]:
-        """Every row of ``collection``, a Chroma ``get`` result of about ``_PAGE`` rows at a time.
+    def _read_all(self, opened: Callable[[], Any], include: list[Any]) -> Iterator[Any]:
+        """Every row of the collection ``opened()`` returns (connecting if need be), a Chroma ``get`` result of about ``_PAGE`` rows at a time.
 
         A collection this version created (``_BUCKETED`` in its metadata) is read bucket range by bucket range,
         ``ceil(BUCKETS * _PAGE / count)`` buckets a call, with ``$in`` on the bucket (Chroma 1.5 answers it from
@@ -581,6 +592,7 @@ class ChromaStore:
         collection is read by offset, as before. Not one consistent read: a write during it may show in part.
         """
         with _translate_errors(self._reset):
+            collection = opened()
             total = int(collection.count())
             buckets = int((collection.metadata or {}).get(_BUCKETED, 0))
         if total <= _PAGE:  # one call, as a page by offset would be

@@ -89,12 +89,36 @@ def is_timeout(exc: BaseException) -> bool:
     return False
 
 
+# A thread's own timeout for its next requests (``patient``), where set; else the client's (RAG_CHROMA_TIMEOUT_S).
+_patience = threading.local()
+
+
+@contextmanager
+def patient(seconds: float) -> Iterator[None]:
+    """Give this thread's Chroma requests ``seconds`` (at least) instead of the client's timeout, for the calls of a
+    full read: at 10^6 chunks one page or count costs seconds on a cold page cache (a first count of the chunks took
+    2.9 s warm and over 5 s after the records' read), and a start-up read that dies on the question path's timeout
+    leaves the replica without a BM25 index. A hung server is still noticed, after ``seconds``."""
+    before = getattr(_patience, "seconds", None)
+    _patience.seconds = max(seconds, before or 0.0)
+    try:
+        yield
+    finally:
+        _patience.seconds = before
+
+
+def patience(default: float) -> float:
+    """How long this thread waits for the server now: ``default``, or longer inside ``patient``."""
+    return max(default, getattr(_patience, "seconds", None) or 0.0)
+
+
 def bound_requests(client: Any, seconds: float) -> None:
     """Give every request of chromadb's HTTP client a timeout: to connect, to send, and for each read.
 
     chromadb (1.5) builds its session as ``httpx.Client(timeout=None)`` (chromadb/api/fastapi.py) and its Settings
     hold no client-side timeout, so without this a stopped server holds a call, and its worker thread, for good.
-    The admin client it builds beside the main one (tenant and database checks) gets the same.
+    The admin client it builds beside the main one (tenant and database checks) gets the same. A thread inside
+    ``patient`` gets its own, longer timeout (httpx takes a request's timeout when the request is built).
     """
     import httpx
 
@@ -105,6 +129,15 @@ def bound_requests(client: Any, seconds: float) -> None:
             "be given a timeout: install the chromadb of requirements.lock, or adapt rag/store_outage.py"
         )
     session.timeout = httpx.Timeout(seconds)
+    build = session.build_request
+
+    def build_request(*args: Any, **kwargs: Any) -> Any:
+        longer = getattr(_patience, "seconds", None)
+        if longer is not None and longer > seconds:
+            kwargs["timeout"] = httpx.Timeout(longer)
+        return build(*args, **kwargs)
+
+    session.build_request = build_request  # type: ignore[method-assign]
     admin = getattr(getattr(getattr(client, "_admin_client", None), "_server", None), "_session", None)
     if isinstance(admin, httpx.Client):
         admin.timeout = httpx.Timeout(seconds)

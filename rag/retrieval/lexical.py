@@ -587,7 +587,12 @@ class LexicalSide:
 
     def _rebuild(self) -> LexicalIndex:
         """The index from one paged read of the collection, a page in memory at a time (only term counts are kept:
-        ~600 bytes a chunk, where the pages carry ~6 KB with their sentence vectors)."""
+        ~600 bytes a chunk, where the pages carry ~6 KB with their sentence vectors). Its calls may take the store's
+        bulk timeout: at 10^6 chunks a page or count costs seconds."""
+        with self.store.bulk_reads():
+            return self._read_collection()
+
+    def _read_collection(self) -> LexicalIndex:
         t0 = time.perf_counter()
         # Every entry up to this generation is in the read that follows; those of the last window are marked applied,
         # so the next catch-up does not read their documents again. Writes during the read are after it in the log.
@@ -677,7 +682,7 @@ class LexicalSide:
     def reconcile(self) -> int:
         """Compare the index with every document record and re-read those that differ (a writer killed between its
         write and its change-log entry leaves one); returns how many. One read of the records, not the chunks."""
-        with self._lock:
+        with self._lock, self.store.bulk_reads():
             index = self._index or self.catch_up()
             records = {d.doc_id: d for d in self.store.list_documents()}
             differ = {d for d, info in records.items() if index.doc_hashes.get(d) != info.content_hash}
