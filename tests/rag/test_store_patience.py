@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,17 @@ def _stall(server: ChromaServer, seconds: float) -> threading.Thread:
     return thread
 
 
+def _gives_up_in_time(store: ChromaStore, server: ChromaServer) -> None:
+    resumed = _stall(server, STALL_S)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.list_documents()
+    assert time.monotonic() - started < STALL_S
+    resumed.join()
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> ChromaServer:
+def server(tmp_path: Path) -> Iterator[ChromaServer]:
     own = ChromaServer(tmp_path / "chroma").start()  # its own: it is stopped by SIGSTOP
     yield own
     if own.process is not None and own.process.poll() is None:
@@ -76,13 +86,8 @@ def test_a_full_read_outlasts_a_server_slower_than_the_question_timeout(server: 
     store.replace_documents(_documents(30))
     assert store.count_chunks() == 30
 
-    # A question-path call gives up after the timeout.
-    resumed = _stall(server, STALL_S)
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailable):
-        store.list_documents()
-    assert time.monotonic() - started < STALL_S
-    resumed.join()
+    # A request's own full read (GET /documents) gives up after the timeout.
+    _gives_up_in_time(store, server)
 
     # A full read waits for the server and reads every row.
     resumed = _stall(server, STALL_S)
@@ -95,9 +100,4 @@ def test_a_full_read_outlasts_a_server_slower_than_the_question_timeout(server: 
     assert len(listed) == 30 and sorted(scanned) == sorted(f"doc{i}-0" for i in range(30))
 
     # The longer timeout ended with bulk_reads: a request's own full read (GET /documents) has the short one again.
-    resumed = _stall(server, STALL_S)
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailable):
-        store.list_documents()
-    assert time.monotonic() - started < STALL_S
-    resumed.join()
+    _gives_up_in_time(store, server)
