@@ -115,8 +115,7 @@ def _start_housekeeping(tenant: Tenant) -> None:
     def run() -> None:
         tenant.service.start_repair = "running"
         try:
-            with tenant.service.store.bulk_reads():  # full reads: at 10^6 chunks a call may take seconds
-                tenant.indexer.repair()
+            tenant.indexer.repair()
             tenant.service.retriever.side.reconcile()
             tenant.service.start_repair = "done"
         except StoreUnavailable:

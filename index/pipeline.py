@@ -342,7 +342,8 @@ class Indexer:
         """
         if not isinstance(self.embedder, ChunkEmbedder):
             return
-        todo = self.store.chunks_without_sentence_vectors()
+        with self.store.bulk_reads():  # a full read: at 10^6 chunks a call may take seconds
+            todo = self.store.chunks_without_sentence_vectors()
         if not todo:
             return
         log.info("backfilling sentence vectors of %d chunks", len(todo))
@@ -372,8 +373,9 @@ class Indexer:
         """
         # One paged read of the collection serves both steps (the chunks the first deletes are never current ones,
         # so the counts of current chunks below do not change), and only its counts are kept.
-        have = self.store.chunk_census()
-        removed = self.store.repair(have)
+        with self.store.bulk_reads():  # full reads: at 10^6 chunks a call may take seconds
+            have = self.store.chunk_census()
+            removed = self.store.repair(have)
         reindexed = 0
         for info in self.store.list_documents():
             if have[(info.doc_id, info.content_hash)] >= info.chunks:
