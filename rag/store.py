@@ -56,7 +56,7 @@ _BUCKET = "bucket"
 # bucket (its value: BUCKETS). Collections created before keep offset paging: their older rows have no bucket.
 _BUCKETED = "buckets"
 DEFAULT_TIMEOUT_S = 5.0  # rag.config.DEFAULT_CHROMA_TIMEOUT_S, the setting RAG_CHROMA_TIMEOUT_S
-# What one call of a full read of a collection (BM25 rebuild, start-up repair, listing) may take on the Chroma server:
+# What one call of a maintenance read (BM25 rebuild, start-up repair, reconcile; bulk_reads) may take on the server:
 # at 10^6 chunks a count or page costs seconds on a cold page cache, and the `$nin` look for rows without a bucket
 # 11-18 s. Questions keep DEFAULT_TIMEOUT_S / RAG_CHROMA_TIMEOUT_S.
 BULK_TIMEOUT_S = 120.0
@@ -190,7 +190,7 @@ class ChromaStore:
                 attempt = self._connecting = Connecting()
                 threading.Thread(target=self._build_client, args=(attempt,), name="chroma-connect", daemon=True).start()
         with _translate_errors(self._reset):
-            wait_s = patience(self._timeout_s)  # longer for the calls of a full read (``_bulk``)
+            wait_s = patience(self._timeout_s)  # longer inside bulk_reads (the full reads of maintenance)
             if not attempt.done.wait(wait_s):
                 raise TimeoutError(f"the Chroma server did not answer within {wait_s:g} s")
             if attempt.error is not None:
