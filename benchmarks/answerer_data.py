@@ -31,6 +31,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,28 @@ def copy_store(source: Path, target: Path, keep_docs: set[str], settings: Settin
         store.delete_document(doc_id)
 
 
+def allow_unfitted_weights() -> None:
+    """The data depends on featurize() alone, not on the committed weights: when those were fitted on other features
+    (a feature was just added, and make train-answerer runs this first), collect with a zero model."""
+    from rag.answering.features import ANSWER_FEATURES, SENTENCE_FEATURES
+    from rag.answering.scoring import AnswerModel, Layer
+
+    try:
+        AnswerModel.default()
+    except ImportError:
+
+        def zero(width: int) -> Layer:
+            return Layer(mean=np.zeros(width), scale=np.ones(width), weights=np.zeros(width), bias=0.0)
+
+        model = AnswerModel(
+            sentence=zero(len(SENTENCE_FEATURES)),
+            confidence=zero(len(ANSWER_FEATURES)),
+            extra_sentence_ratio=1.0,
+            min_confidence=0.0,
+        )
+        AnswerModel.default = classmethod(lambda cls: model)  # type: ignore[method-assign,assignment]
+
+
 def collect(service: RAGService, items: list[dict[str, Any]], *, top_k: int) -> list[Example]:
     """Ask every item and keep what the answerer sees."""
     out = []
@@ -94,7 +117,7 @@ def collect(service: RAGService, items: list[dict[str, Any]], *, top_k: int) -> 
         passages = service.retriever.retrieve(item["question"], top_k=top_k, query_embedding=q_emb)
         found = service.answerer.featurize(item["question"], passages, q_emb, idf=service.retriever.lexical().idf_of)
         labels = np.array([containment(s.text, item["answers"]) for s in found.sentences], dtype=np.float32)
-        out.append(Example(featurized=found, labels=labels, **item))
+        out.append(Example(featurized=found, labels=labels, **{k: v for k, v in item.items() if k != "passage"}))
         if n % 500 == 0:
             print(f"  {n}/{len(items)} questions, {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return out
@@ -150,8 +173,15 @@ def main() -> None:
         "--scifact-store", type=Path, default=None, help="a data dir holding the whole SciFact corpus (build_index.py)"
     )
     parser.add_argument("--only-scifact", action="store_true", help="write examples-scifact.pkl alone")
+    parser.add_argument(
+        "--paraphrase",
+        action="store_true",
+        help="also write examples-para.pkl: every question rephrased by benchmarks/paraphrase.py, asked again",
+    )
+    parser.add_argument("--only-paraphrase", action="store_true", help="write examples-para.pkl alone")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    allow_unfitted_weights()
     if args.scifact_store is not None:
         scifact = build_service(Settings(data_dir=args.scifact_store))
         items = scifact_items(args.scifact)
@@ -167,8 +197,9 @@ def main() -> None:
     v2 = [json.loads(line) for line in (args.v2 / "queries.jsonl").open(encoding="utf-8")]
     v2_text = {d.doc_id: d.text for d in iter_corpus(args.v2)}
     doc_of_text = {d.text: d.doc_id for d in docs}
+    text_of = {d.doc_id: d.text for d in docs}
 
-    def item(q: dict[str, Any], kind: str, article: str) -> dict[str, Any]:
+    def item(q: dict[str, Any], kind: str, article: str, passage: str) -> dict[str, Any]:
         return {
             "qid": q["_id"],
             "question": q["text"],
@@ -176,15 +207,21 @@ def main() -> None:
             "split": split_of[article],
             "kind": kind,
             "answers": list(q["metadata"].get("answers") or []),
+            "passage": passage,
         }
 
     answerable = [
-        item(q, "answerable", article_of[q["metadata"]["gold_doc"]])
+        item(q, "answerable", article_of[q["metadata"]["gold_doc"]], text_of[q["metadata"]["gold_doc"]])
         for q in v1
         if article_of[q["metadata"]["gold_doc"]] in split_of
     ]
     adversarial = [
-        item(q, "adversarial", article_of[doc_of_text[v2_text[q["metadata"]["gold_doc"]]]])
+        item(
+            q,
+            "adversarial",
+            article_of[doc_of_text[v2_text[q["metadata"]["gold_doc"]]]],
+            v2_text[q["metadata"]["gold_doc"]],
+        )
         for q in v2
         if q["metadata"].get("unanswerable")
     ]
@@ -210,15 +247,43 @@ def main() -> None:
     copy_store(args.store, args.out / "tune-index", tune_docs, settings)
     copy_store(args.store, args.out / "half-index", present_docs, settings)
 
-    examples: list[Example] = []
     full = build_service(settings)
-    for name, items in (("answerable", answerable), ("adversarial", adversarial)):
-        print(f"{name}: {len(items)} questions", file=sys.stderr)
-        examples += collect(full, items, top_k=settings.top_k)
     half = build_service(settings.model_copy(update={"data_dir": args.out / "half-index"}))
-    print(f"offtopic: {len(offtopic)} questions", file=sys.stderr)
-    examples += collect(half, offtopic, top_k=settings.top_k)
-    dump(examples, args.out / "examples.pkl")
+    Items = list[dict[str, Any]]
+    runs: list[tuple[str, Items, Items, Items]] = []
+    if not args.only_paraphrase:
+        runs.append(("examples.pkl", answerable, adversarial, offtopic))
+    if args.paraphrase or args.only_paraphrase:
+        texts = [d.text for d in docs if d.title in split_of] + [q["question"] for q in answerable + adversarial]
+        rephrase = paraphraser(full, texts)
+        runs.append(("examples-para.pkl", rephrase(answerable), rephrase(adversarial), rephrase(offtopic)))
+    for name, on_topic, adversarial_items, offtopic_items in runs:
+        examples: list[Example] = []
+        for kind, items in (("answerable", on_topic), ("adversarial", adversarial_items)):
+            print(f"{kind}: {len(items)} questions", file=sys.stderr)
+            examples += collect(full, items, top_k=settings.top_k)
+        print(f"offtopic: {len(offtopic_items)} questions", file=sys.stderr)
+        examples += collect(half, offtopic_items, top_k=settings.top_k)
+        dump(examples, args.out / name)
+
+
+def paraphraser(service: RAGService, texts: list[str]) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Items -> their rule-made rephrasings (benchmarks/paraphrase.py), those that changed, qid suffixed ":para"."""
+    from benchmarks.paraphrase import Paraphraser
+
+    vocabulary = Paraphraser.vocabulary_of(texts)
+    vectors = np.concatenate([service.embedder.embed(vocabulary[i : i + 256]) for i in range(0, len(vocabulary), 256)])
+    model = Paraphraser(vocabulary, vectors)
+
+    def rephrase(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for it in items:
+            text = model.rephrase(it["question"], it["passage"])
+            if text is not None:
+                out.append(dict(it, qid=f"{it['qid']}:para", question=text))
+        return out
+
+    return rephrase
 
 
 def dump(examples: list[Example], path: Path) -> None:

@@ -92,7 +92,11 @@ def fit_scorer(examples: list[Example], *, hidden: int, epochs: int = 400, l2: f
 
 def choose_ratio(ratios: dict[float, tuple[float, float]]) -> float:
     """A second sentence must earn its place: walking down from the strictest ratio, stop before the first step whose
-    added sentences rescue the answer less than one time in five (containment gained / sentences added < 0.2)."""
+    added sentences rescue the answer less than one time in five (containment gained / sentences added < 0.2).
+
+    Known weakness (README, "Answering"): one noisy step decides it. On branch answer-soft-cover's data it stopped at
+    0.9 (that step rescued 0.15 a time) although the extra sentences of 0.4, taken together, rescue 0.205 a time; a
+    rule on the cumulative gain is on that branch. Kept here because the committed weights were chosen by this one."""
     keys = sorted(ratios, reverse=True)
     ratio = keys[0]
     for hi, lo in zip(keys[:-1], keys[1:], strict=True):
@@ -207,18 +211,30 @@ def main() -> None:
         help="also fit and validate on examples-scifact.pkl (answerer_data.py --scifact-store); not the default: "
         "it did not help (README, Answering). Without it, that file's validation claims are only reported",
     )
+    parser.add_argument(
+        "--paraphrases",
+        action="store_true",
+        help="also fit and validate on examples-para.pkl (answerer_data.py --paraphrase: the same questions "
+        "rephrased by benchmarks/paraphrase.py). Without it, that file's validation questions are only reported",
+    )
     args = parser.parse_args()
     with (args.data / "examples.pkl").open("rb") as f:
         examples: list[Example] = pickle.load(f)
-    scifact = args.data / "examples-scifact.pkl"
-    unseen: list[Example] = []  # without --scifact: SciFact's validation claims, a domain the fit never sees
-    if scifact.is_file():
-        with scifact.open("rb") as f:
-            claims: list[Example] = pickle.load(f)
-        if args.scifact:
-            examples += claims
+    unseen: list[Example] = []  # validation questions of a kind the fit never sees, reported by corpus
+    for name, used, corpus in (
+        ("examples-scifact.pkl", args.scifact, None),
+        ("examples-para.pkl", args.paraphrases, "rephrased"),
+    ):
+        if not (args.data / name).is_file():
+            continue
+        with (args.data / name).open("rb") as f:
+            extra: list[Example] = pickle.load(f)
+        for e in extra:
+            e.corpus = corpus or corpus_of(e)
+        if used:
+            examples += extra
         else:
-            unseen = [e for e in claims if e.split == "validation"]
+            unseen += [e for e in extra if e.split == "validation"]
     train = [e for e in examples if e.split == "train"]
     val = [e for e in examples if e.split == "validation"]
     train_ans = [e for e in train if e.kind == "answerable"]
@@ -262,8 +278,14 @@ def main() -> None:
     # SQuAD's answerable + adversarial questions: the SQuAD 2.0 setting; its answerable + off-topic ones.
     adversarial = np.array([corpus_of(e) == "squad" and e.kind != "offtopic" for e in val])
     no_adv = np.array([corpus_of(e) == "squad" and e.kind != "adversarial" for e in val])
+    squad = adversarial | no_adv
     report.update(
-        confidence={"validation_ece": round(best_ece, 4), "validation_auc": round(auc(p_val, y_val), 4)},
+        confidence={
+            "validation_ece": round(best_ece, 4),
+            "validation_auc": round(auc(p_val, y_val), 4),
+            "squad_ece": round(calibration_error(p_val[squad], y_val[squad]), 4),
+            "squad_auc": round(auc(p_val[squad], y_val[squad]), 4),
+        },
         operating_point=point,
         squad2_at_point=refusal_at(p_val[adversarial], unanswerable[adversarial], point["threshold"]),
         offtopic_at_point=refusal_at(p_val[no_adv], unanswerable[no_adv], point["threshold"]),
