@@ -15,8 +15,13 @@ abstract holds no evidence for it (SciFact's NOINFO) is *noinfo*, an unanswerabl
 holds related text. Claims are split into train and validation by the abstracts they cite (a claim and its
 negation cite the same abstract and land in one split). SciFact's test claims are never read here.
 
+With --paraphrase, every SQuAD question is also rephrased by rule (benchmarks/paraphrase.py: its paragraph's common
+words swapped for MiniLM neighbours the paragraph lacks, names and numbers kept), asked again of the same index,
+and written to examples-para.pkl with the same kind and split (qid suffixed ":para"): how the answerer copes with
+wording that is not the passage's. train_answerer.py reports on them, and fits on them only with --paraphrases.
+
     python benchmarks/answerer_data.py --store /tmp/rag-eval/squad --scifact-store /tmp/rag-eval/scifact \
-        --out /tmp/answerer-data
+        --out /tmp/answerer-data --paraphrase
 
 --store is a data dir holding the whole SQuAD v1.1 corpus (benchmarks/build_index.py); it is copied and the
 articles not wanted deleted, so nothing is embedded again.
