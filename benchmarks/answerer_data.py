@@ -91,28 +91,6 @@ def copy_store(source: Path, target: Path, keep_docs: set[str], settings: Settin
         store.delete_document(doc_id)
 
 
-def allow_unfitted_weights() -> None:
-    """The data depends on featurize() alone, not on the committed weights: when those were fitted on other features
-    (a feature was just added, and make train-answerer runs this first), collect with a zero model."""
-    from rag.answering.features import ANSWER_FEATURES, SENTENCE_FEATURES
-    from rag.answering.scoring import AnswerModel, Layer
-
-    try:
-        AnswerModel.default()
-    except ImportError:
-
-        def zero(width: int) -> Layer:
-            return Layer(mean=np.zeros(width), scale=np.ones(width), weights=np.zeros(width), bias=0.0)
-
-        model = AnswerModel(
-            sentence=zero(len(SENTENCE_FEATURES)),
-            confidence=zero(len(ANSWER_FEATURES)),
-            extra_sentence_ratio=1.0,
-            min_confidence=0.0,
-        )
-        AnswerModel.default = classmethod(lambda cls: model)  # type: ignore[method-assign,assignment]
-
-
 def collect(service: RAGService, items: list[dict[str, Any]], *, top_k: int) -> list[Example]:
     """Ask every item and keep what the answerer sees."""
     out = []
@@ -186,7 +164,6 @@ def main() -> None:
     parser.add_argument("--only-paraphrase", action="store_true", help="write examples-para.pkl alone")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    allow_unfitted_weights()
     if args.scifact_store is not None:
         scifact = build_service(Settings(data_dir=args.scifact_store))
         items = scifact_items(args.scifact)

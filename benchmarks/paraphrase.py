@@ -31,7 +31,7 @@ _KEEP = frozenset(
 SWAP_PROBABILITY = 0.6
 DROP_PROBABILITY = 0.5
 MIN_COSINE = 0.55
-NEIGHBOURS = 8
+CANDIDATES = 32  # neighbours looked at per word
 
 
 def stem(word: str) -> str:
@@ -47,6 +47,7 @@ class Paraphraser:
         self.index = {w: i for i, w in enumerate(vocabulary)}
         self.vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
         self.rng = random.Random(seed)
+        self._memo: dict[str, tuple[tuple[str, str], ...]] = {}
 
     @staticmethod
     def vocabulary_of(texts: Iterable[str], min_count: int = 3) -> list[str]:
@@ -55,23 +56,30 @@ class Paraphraser:
             counts.update(w for w in re.findall(r"\b[a-z]{3,}\b", text) if w not in STOPWORDS and w not in _KEEP)
         return sorted(w for w, n in counts.items() if n >= min_count)
 
-    def neighbours(self, word: str, avoid: frozenset[str]) -> list[str]:
+    def nearest(self, word: str, avoid: frozenset[str]) -> str | None:
+        """The nearest word (cosine >= MIN_COSINE) whose stem is neither ``word``'s nor in ``avoid``."""
+        return next((other for other, s in self._candidates(word) if s not in avoid), None)
+
+    def _candidates(self, word: str) -> tuple[tuple[str, str], ...]:
+        """``word``'s neighbours by cosine (at most CANDIDATES, cosine >= MIN_COSINE) with their stems, less those
+        sharing its stem or its first four letters: computed once per word, filtered per passage by ``nearest``."""
+        if word in self._memo:
+            return self._memo[word]
         i = self.index.get(word)
         if i is None:
-            return []
+            return ()
         cos = self.vectors @ self.vectors[i]
         own = stem(word)
         out = []
-        for j in np.argsort(-cos)[: NEIGHBOURS * 4]:
-            other = self.vocabulary[j]
+        for j in np.argsort(-cos)[:CANDIDATES]:
             if cos[j] < MIN_COSINE:
                 break
+            other = self.vocabulary[j]
             s = stem(other)
-            if s != own and s not in avoid and not other.startswith(word[:4]) and not word.startswith(other[:4]):
-                out.append(other)
-            if len(out) == NEIGHBOURS:
-                break
-        return out
+            if s != own and not other.startswith(word[:4]) and not word.startswith(other[:4]):
+                out.append((other, s))
+        found = self._memo[word] = tuple(out)
+        return found
 
     def rephrase(self, question: str, passage: str) -> str | None:
         """``question`` with its passage's common words swapped or dropped; None when nothing changed."""
@@ -91,9 +99,9 @@ class Paraphraser:
             if not eligible or self.rng.random() >= SWAP_PROBABILITY:
                 out.append(token)
                 continue
-            options = self.neighbours(plain, avoid)
-            if options:
-                out.append(options[0])
+            swap = self.nearest(plain, avoid)
+            if swap is not None:
+                out.append(swap)
                 changed = True
             elif self.rng.random() < DROP_PROBABILITY:
                 changed = True
