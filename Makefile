@@ -95,7 +95,7 @@ eval-squad: install
 ANSWERER_DATA ?= /tmp/rag-answerer
 $(ANSWERER_DATA)/examples.pkl: | install
 	$(BIN)/python benchmarks/build_index.py $(DATASETS)/squad-v1.1-dev $(EVAL_CACHE)/squad
-	$(BIN)/python benchmarks/answerer_data.py --store $(EVAL_CACHE)/squad --out $(ANSWERER_DATA) --paraphrase
+	$(BIN)/python benchmarks/answerer_data.py --store $(EVAL_CACHE)/squad --out $(ANSWERER_DATA) --paraphrase --introductions
 
 train-answerer: install $(ANSWERER_DATA)/examples.pkl
 	$(BIN)/python benchmarks/train_answerer.py --data $(ANSWERER_DATA) --write

@@ -20,6 +20,11 @@ words swapped for MiniLM neighbours the paragraph lacks, names and numbers kept)
 and written to examples-para.pkl with the same kind and split (qid suffixed ":para"): how the answerer copes with
 wording that is not the passage's. train_answerer.py reports on them, and fits on them only with --paraphrases.
 
+With --introductions, short rule-made questions about names that occur once in the tuning index ("Who is X?",
+benchmarks/introductions.py) are asked of the tuning index (answerable: a sentence is positive when it holds the
+name) and, for the articles left out of the half index, of that index (off-topic), and written to examples-intro.pkl;
+train_answerer.py reports on them, and fits on them only with --introductions.
+
     python benchmarks/answerer_data.py --store /tmp/rag-eval/squad --scifact-store /tmp/rag-eval/scifact \
         --out /tmp/answerer-data --paraphrase
 
@@ -46,6 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.eval_squad import article_halves  # noqa: E402
+from benchmarks.introductions import introductions  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluation.metrics import containment  # noqa: E402
 from rag.evaluation.references import iter_corpus  # noqa: E402
@@ -162,6 +168,12 @@ def main() -> None:
         help="also write examples-para.pkl: every question rephrased by benchmarks/paraphrase.py, asked again",
     )
     parser.add_argument("--only-paraphrase", action="store_true", help="write examples-para.pkl alone")
+    parser.add_argument(
+        "--introductions",
+        action="store_true",
+        help="also write examples-intro.pkl: rule-made 'Who is X?' questions (benchmarks/introductions.py)",
+    )
+    parser.add_argument("--only-introductions", action="store_true", help="write examples-intro.pkl alone")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.scifact_store is not None:
@@ -233,12 +245,27 @@ def main() -> None:
     half = build_service(settings.model_copy(update={"data_dir": args.out / "half-index"}))
     Items = list[dict[str, Any]]
     runs: list[tuple[str, Items, Items, Items]] = []
-    if not args.only_paraphrase:
+    if not (args.only_paraphrase or args.only_introductions):
         runs.append(("examples.pkl", answerable, adversarial, offtopic))
     if args.paraphrase or args.only_paraphrase:
         texts = [d.text for d in docs if d.title in split_of] + [q["question"] for q in answerable + adversarial]
         rephrase = paraphraser(full, texts)
         runs.append(("examples-para.pkl", rephrase(answerable), rephrase(adversarial), rephrase(offtopic)))
+    if args.introductions or args.only_introductions:
+        intros = [
+            {
+                "qid": f"intro:{it['article']}:{it['answer']}",
+                "question": it["question"],
+                "article": it["article"],
+                "split": split_of[it["article"]],
+                "kind": "answerable",
+                "answers": [it["answer"]],
+                "passage": it["passage"],
+            }
+            for it in introductions((d.title, d.text) for d in docs if d.title in split_of)
+        ]
+        intro_offtopic = [dict(it, kind="offtopic") for it in intros if it["article"] in absent]
+        runs.append(("examples-intro.pkl", intros, [], intro_offtopic))
     for name, on_topic, adversarial_items, offtopic_items in runs:
         examples: list[Example] = []
         for kind, items in (("answerable", on_topic), ("adversarial", adversarial_items)):

@@ -217,6 +217,12 @@ def main() -> None:
         help="also fit and validate on examples-para.pkl (answerer_data.py --paraphrase: the same questions "
         "rephrased by benchmarks/paraphrase.py). Without it, that file's validation questions are only reported",
     )
+    parser.add_argument(
+        "--introductions",
+        action="store_true",
+        help="also fit and validate on examples-intro.pkl (answerer_data.py --introductions: rule-made 'Who is X?' "
+        "questions). Without it, that file's validation questions are only reported",
+    )
     args = parser.parse_args()
     with (args.data / "examples.pkl").open("rb") as f:
         examples: list[Example] = pickle.load(f)
@@ -224,6 +230,7 @@ def main() -> None:
     for name, used, corpus in (
         ("examples-scifact.pkl", args.scifact, None),
         ("examples-para.pkl", args.paraphrases, "rephrased"),
+        ("examples-intro.pkl", args.introductions, "introductions"),
     ):
         if not (args.data / name).is_file():
             continue
