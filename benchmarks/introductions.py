@@ -74,17 +74,11 @@ def introductions(paragraphs: Iterable[tuple[str, str]], seed: int = 0) -> list[
     paragraphs = list(paragraphs)
     sentences = [(a, p, p[s:e]) for a, p in paragraphs for s, e in sentence_spans(p)]
     common = frozenset(w for _, p in paragraphs for w in re.findall(r"\b[a-z][\w'-]*", p))
-    candidates: dict[str, tuple[str, str, str]] = {}
-    duplicate: set[str] = set()
+    candidates: dict[str, tuple[str, str, str]] = {}  # name -> where it is first seen
     for article, passage, sentence in sentences:
-        for name in set(names_in(sentence, common)):
-            if name in candidates or name in duplicate:
-                duplicate.add(name)
-                candidates.pop(name, None)
-            else:
-                candidates[name] = (article, passage, sentence)
-    # A name seen once as a run may also sit inside a longer run elsewhere ("Quispe" in "Martin Quispe"): count it
-    # wherever it occurs as words.
+        for name in names_in(sentence, common):
+            candidates.setdefault(name, (article, passage, sentence))
+    # Count each name in every sentence that holds it as words, inside a longer run too ("Quispe" in "Martin Quispe").
     pattern_hits: Counter[str] = Counter()
     for _, _, sentence in sentences:
         for name in candidates:
@@ -92,7 +86,7 @@ def introductions(paragraphs: Iterable[tuple[str, str]], seed: int = 0) -> list[
                 pattern_hits[name] += 1
     by_article: dict[str, list[tuple[str, str, str]]] = {}
     for name, (article, passage, sentence) in sorted(candidates.items()):
-        if pattern_hits[name] == 1:  # not also inside another sentence as part of a longer run
+        if pattern_hits[name] == 1:
             by_article.setdefault(article, []).append((name, passage, sentence))
     items = []
     for article in sorted(by_article):
