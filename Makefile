@@ -87,18 +87,21 @@ eval-scifact: install
 eval-squad: install
 	$(BIN)/python benchmarks/eval_squad.py --data $(DATASETS)/squad-v1.1-dev --data-dir $(EVAL_CACHE)/squad --out eval-results/squad
 
-# The extractive answerer's models (rag/answering/answer_weights.py) from SQuAD's tuning articles only: index the
-# SQuAD v1.1 corpus once, collect what the answerer sees for each training question, fit, choose on held-out articles.
+# The extractive answerer's models (rag/answering/answer_weights.py) from SQuAD's tuning articles (and SciFact's train
+# claims for the confidence): index both corpora once, collect what the answerer sees for each training question (as
+# asked, rephrased, "Who is X?", and each article alone as one chunked document), fit, choose on held-out articles.
 # The reader (rag/answering/reader_weights.npz) is fine-tuned on the train articles' candidates (about 30-40 min on 2
 # cores); train-answerer then fits how to combine it on the validation articles. Retrain the reader when the sentence
 # scorer changes (it reads the scorer's best candidates).
 ANSWERER_DATA ?= /tmp/rag-answerer
 $(ANSWERER_DATA)/examples.pkl: | install
 	$(BIN)/python benchmarks/build_index.py $(DATASETS)/squad-v1.1-dev $(EVAL_CACHE)/squad
-	$(BIN)/python benchmarks/answerer_data.py --store $(EVAL_CACHE)/squad --out $(ANSWERER_DATA) --paraphrase --introductions
+	$(BIN)/python benchmarks/build_index.py $(DATASETS)/scifact $(EVAL_CACHE)/scifact
+	$(BIN)/python benchmarks/answerer_data.py --store $(EVAL_CACHE)/squad --scifact-store $(EVAL_CACHE)/scifact \
+		--out $(ANSWERER_DATA) --paraphrase --introductions --articles
 
 train-answerer: install $(ANSWERER_DATA)/examples.pkl
-	$(BIN)/python benchmarks/train_answerer.py --data $(ANSWERER_DATA) --write
+	$(BIN)/python benchmarks/train_answerer.py --data $(ANSWERER_DATA) --pool --write
 
 train-reader: install $(ANSWERER_DATA)/examples.pkl
 	$(BIN)/python benchmarks/train_reader.py --data $(ANSWERER_DATA) --candidates 3 --epochs 1 --write

@@ -25,8 +25,14 @@ benchmarks/introductions.py) are asked of the tuning index (answerable: a senten
 name) and, for the articles left out of the half index, of that index (off-topic), and written to examples-intro.pkl;
 train_answerer.py reports on them, and fits on them only with --introductions.
 
+With --articles, each tuning article is indexed alone as one document (its paragraphs joined, chunked as `rag index`
+chunks a user's file: the shape of the seed, where every passage comes from one text and dense scores are set by
+200-word-piece chunks, not SQuAD's paragraphs) and asked its own questions (as asked, rephrased, "Who is X?", SQuAD
+2.0's adversarial ones) and a quarter as many of the same split's other articles' (off-topic); written to
+examples-article.pkl with corpus "article". train_answerer.py --pool fits the confidence on it with the rest.
+
     python benchmarks/answerer_data.py --store /tmp/rag-eval/squad --scifact-store /tmp/rag-eval/scifact \
-        --out /tmp/answerer-data --paraphrase
+        --out /tmp/answerer-data --paraphrase --introductions --articles
 
 --store is a data dir holding the whole SQuAD v1.1 corpus (benchmarks/build_index.py); it is copied and the
 articles not wanted deleted, so nothing is embedded again.
@@ -174,6 +180,13 @@ def main() -> None:
         help="also write examples-intro.pkl: rule-made 'Who is X?' questions (benchmarks/introductions.py)",
     )
     parser.add_argument("--only-introductions", action="store_true", help="write examples-intro.pkl alone")
+    parser.add_argument(
+        "--articles",
+        action="store_true",
+        help="also write examples-article.pkl: each tuning article indexed alone as one chunked document, asked its "
+        "own questions (as asked, rephrased, 'Who is X?', adversarial) and other articles' (off-topic)",
+    )
+    parser.add_argument("--only-articles", action="store_true", help="write examples-article.pkl alone")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.scifact_store is not None:
@@ -245,13 +258,16 @@ def main() -> None:
     half = build_service(settings.model_copy(update={"data_dir": args.out / "half-index"}))
     Items = list[dict[str, Any]]
     runs: list[tuple[str, Items, Items, Items]] = []
-    if not (args.only_paraphrase or args.only_introductions):
+    if not (args.only_paraphrase or args.only_introductions or args.only_articles):
         runs.append(("examples.pkl", answerable, adversarial, offtopic))
-    if args.paraphrase or args.only_paraphrase:
+    articles = args.articles or args.only_articles
+    if args.paraphrase or args.only_paraphrase or articles:
         texts = [d.text for d in docs if d.title in split_of] + [q["question"] for q in answerable + adversarial]
-        rephrase = paraphraser(full, texts)
-        runs.append(("examples-para.pkl", rephrase(answerable), rephrase(adversarial), rephrase(offtopic)))
-    if args.introductions or args.only_introductions:
+        rephrase = paraphraser(full, texts)  # a seeded generator: each list rephrased once, in this order
+        rephrased = [rephrase(answerable), rephrase(adversarial), rephrase(offtopic)]
+    if args.paraphrase or args.only_paraphrase:
+        runs.append(("examples-para.pkl", *rephrased))
+    if args.introductions or args.only_introductions or articles:
         intros = [
             {
                 "qid": f"intro:{it['article']}:{it['answer']}",
@@ -265,7 +281,15 @@ def main() -> None:
             for it in introductions((d.title, d.text) for d in docs if d.title in split_of)
         ]
         intro_offtopic = [dict(it, kind="offtopic") for it in intros if it["article"] in absent]
+    if args.introductions or args.only_introductions:
         runs.append(("examples-intro.pkl", intros, [], intro_offtopic))
+    if articles:
+        asked = answerable + rephrased[0] + intros + adversarial + rephrased[1]
+        paragraphs = {t: [d.text for d in docs if d.title == t] for t in split_of}
+        dump(
+            article_examples(full, paragraphs, split_of, asked, args.out / "article-index"),
+            args.out / "examples-article.pkl",
+        )
     for name, on_topic, adversarial_items, offtopic_items in runs:
         examples: list[Example] = []
         for kind, items in (("answerable", on_topic), ("adversarial", adversarial_items)):
@@ -274,6 +298,48 @@ def main() -> None:
         print(f"offtopic: {len(offtopic_items)} questions", file=sys.stderr)
         examples += collect(half, offtopic_items, top_k=settings.top_k)
         dump(examples, args.out / name)
+
+
+def article_examples(
+    service: RAGService,
+    paragraphs: dict[str, list[str]],
+    split_of: dict[str, str],
+    asked: list[dict[str, Any]],
+    workdir: Path,
+    offtopic_share: float = 0.25,
+) -> list[Example]:
+    """Each tuning article indexed alone as one document (its paragraphs joined by blank lines, chunked as `rag index`
+    chunks a user's file), asked its own ``asked`` items and, as off-topic, a sample of the same split's other
+    articles' answerable ones: the shape of a user's collection of one report, where every retrieved chunk is from
+    the same text and scores are set by chunk length, not by SQuAD's paragraphs. Marked corpus "article"."""
+    from index.pipeline import IndexReport, build_indexer
+    from rag.types import Document
+
+    rng = random.Random(2)
+    out: list[Example] = []
+    for title in sorted(paragraphs):
+        settings = Settings(data_dir=workdir / "".join(c if c.isalnum() else "_" for c in title))
+        if not (settings.data_dir / "chroma").exists():
+            indexer = build_indexer(settings, store=open_store(settings), embedder=service.embedder)
+            text = "\n\n".join(paragraphs[title])
+            document = Document.from_text(doc_id="article", source=f"{title}.txt", text=text, title=title)
+            indexer.put_changed([document], report=IndexReport())
+        own = [dict(it, corpus="article") for it in asked if it["article"] == title]
+        others = [
+            it
+            for it in asked
+            if it["article"] != title and it["kind"] == "answerable" and split_of[it["article"]] == split_of[title]
+        ]
+        n_off = int(len(own) * offtopic_share)
+        offtopic = [
+            dict(it, kind="offtopic", article=title, qid=f"{it['qid']}@{title}", corpus="article")
+            for it in rng.sample(others, min(n_off, len(others)))
+        ]
+        article = build_service(settings, embedder=service.embedder)
+        items = [{k: v for k, v in it.items() if k != "passage"} for it in own + offtopic]
+        out += collect(article, items, top_k=settings.top_k)
+        print(f"  {title}: {len(items)} questions", file=sys.stderr)
+    return out
 
 
 def paraphraser(service: RAGService, texts: list[str]) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:

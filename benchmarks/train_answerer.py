@@ -4,7 +4,12 @@ Reads the examples written by benchmarks/answerer_data.py (SQuAD's tuning articl
 articles, chooses everything that is chosen (model form, the extra-sentence ratio, the confidence operating point)
 on the validation articles, and prints the validation figures. Nothing here reads the report half.
 
-    python benchmarks/train_answerer.py --data /tmp/answerer-data [--write]
+With --pool (make train-answerer), the confidence is fitted on every population answerer_data.py writes (SQuAD's
+wording, rephrased, "Who is X?", single-article indexes, SciFact's train claims), each weighing the same, its form
+(logistic, or one tanh layer) chosen by validation log loss and its operating point by balanced accuracy averaged
+over the validation articles' populations.
+
+    python benchmarks/train_answerer.py --data /tmp/answerer-data --pool [--write]
 """
 
 from __future__ import annotations
@@ -149,11 +154,11 @@ def answer_rows(examples: list[Example], spec: dict[str, Any]) -> tuple[np.ndarr
     return np.stack(rows), np.array(labels)
 
 
-def fit_confidence(x: np.ndarray, y: np.ndarray, c: float) -> dict[str, Any]:
+def fit_confidence(x: np.ndarray, y: np.ndarray, c: float, weight: np.ndarray | None = None) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = standardise(x)
-    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
+    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y, sample_weight=weight)
     return {
         "mean": mean.tolist(),
         "scale": scale.tolist(),
@@ -223,7 +228,28 @@ def main() -> None:
         help="also fit and validate on examples-intro.pkl (answerer_data.py --introductions: rule-made 'Who is X?' "
         "questions). Without it, that file's validation questions are only reported",
     )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="fit the confidence on every population's questions pooled (SQuAD's wording, rephrased, 'Who is X?', "
+        "examples-article.pkl's single-article indexes, SciFact's claims), each population weighing the same; "
+        "without it, on SQuAD's wording alone (and what --scifact/--paraphrases/--introductions add)",
+    )
     args = parser.parse_args()
+    extra: list[Example]
+    pool: list[Example] = []  # other populations' questions, for the confidence only (--pool)
+    if args.pool:
+        for name, corpus in (
+            ("examples-para.pkl", "rephrased"),
+            ("examples-intro.pkl", "introductions"),
+            ("examples-article.pkl", "article"),
+            ("examples-scifact.pkl", "scifact"),
+        ):
+            with (args.data / name).open("rb") as f:
+                extra = pickle.load(f)
+            for e in extra:
+                e.corpus = corpus
+            pool += extra
     with (args.data / "examples.pkl").open("rb") as f:
         examples: list[Example] = pickle.load(f)
     unseen: list[Example] = []  # validation questions of a kind the fit never sees, reported by corpus
@@ -235,12 +261,12 @@ def main() -> None:
         if not (args.data / name).is_file():
             continue
         with (args.data / name).open("rb") as f:
-            extra: list[Example] = pickle.load(f)
+            extra = pickle.load(f)
         for e in extra:
             e.corpus = corpus or corpus_of(e)
         if used:
             examples += extra
-        else:
+        elif not args.pool:
             unseen += [e for e in extra if e.split == "validation"]
     train = [e for e in examples if e.split == "train"]
     val = [e for e in examples if e.split == "validation"]
@@ -268,19 +294,31 @@ def main() -> None:
     ratio = choose_ratio(ratios)
     report["extra_sentence_ratio"] = {"chosen": ratio, "curve": {str(k): v for k, v in ratios.items()}}
 
-    x_train, y_train = answer_rows(train, best_spec)
+    # The confidence: fitted on the train articles' questions of every population, each population weighing the
+    # same; its form chosen by validation log loss, its operating point by balanced accuracy averaged over the
+    # validation articles' populations.
+    val_pool = [e for e in pool if e.split == "validation"]
+    fit_on = train + [e for e in pool if e.split == "train"]
+    x_train, y_train = answer_rows(fit_on, best_spec)
+    val_own, val = val, val + val_pool
     x_val, y_val = answer_rows(val, best_spec)
-    best_conf, best_ece = None, 9.0
-    for c in (0.01, 0.1, 1.0):
-        spec = fit_confidence(x_train, y_train, c)
-        ece = calibration_error(probabilities(spec, x_val), y_val)
-        print(f"confidence C={c}: validation ECE {ece:.4f}, AUC {auc(probabilities(spec, x_val), y_val):.4f}")
-        if ece < best_ece:
-            best_conf, best_ece = spec, ece
+    w_train, w_val = population_weights(fit_on), population_weights(val)
+    best_conf, best_loss = None, 9.0
+    for name, fitter in confidence_candidates().items():
+        spec = fitter(x_train, y_train, w_train)
+        p = probabilities(spec, x_val)
+        loss = log_loss(p, y_val, w_val)
+        print(
+            f"confidence {name}: validation log loss {loss:.4f}, ECE {calibration_error(p, y_val):.4f}, AUC {auc(p, y_val):.4f}"
+        )
+        if loss < best_loss:
+            best_conf, best_loss, report["confidence_model"] = spec, loss, name
     assert best_conf is not None
     p_val = probabilities(best_conf, x_val)
+    best_ece = calibration_error(p_val, y_val)
     unanswerable = np.array([e.kind != "answerable" for e in val])
-    curve = [refusal_at(p_val, unanswerable, t) for t in np.linspace(0.05, 0.95, 19)]
+    group = np.array([population(e) for e in val])
+    curve = [refusal_by_population(p_val, unanswerable, group, t) for t in np.linspace(0.05, 0.95, 19)]
     point = max(curve, key=lambda r: r["balanced_accuracy"])
     # SQuAD's answerable + adversarial questions: the SQuAD 2.0 setting; its answerable + off-topic ones.
     adversarial = np.array([corpus_of(e) == "squad" and e.kind != "offtopic" for e in val])
@@ -313,7 +351,9 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1))
     reader_use = None
     if args.reader is not None and args.reader.is_file():
-        reader_use, reader_report = fit_reader_use(val, best_spec, args.reader, args.data, candidates=args.candidates)
+        reader_use, reader_report = fit_reader_use(
+            val_own, best_spec, args.reader, args.data, candidates=args.candidates, pool=val_pool
+        )
         report["reader"] = reader_report
         print(json.dumps({k: v for k, v in reader_report.items() if not k.startswith("tradeoff")}, indent=1))
         args.out.write_text(json.dumps(report, indent=1))
@@ -350,13 +390,15 @@ def by_corpus(
 def reader_logits(
     examples: list[Example], spec: dict[str, Any], weights: Path, cache_dir: Path, *, candidates: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each example's read candidates (indices) and the reader's logits for them; cached by the weights' hash."""
+    """Each example's read candidates (indices) and the reader's logits for them; cached by the weights' hash, the
+    scorer (which chooses what is read) and the questions."""
     import hashlib
 
     from rag.answering.reader import Reader
 
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    cache = cache_dir / f"reader-{digest}-{candidates}-{len(examples)}.pkl"
+    asked = hashlib.sha256(json.dumps([rounded(spec), [e.qid for e in examples]]).encode()).hexdigest()[:12]
+    cache = cache_dir / f"reader-{digest}-{candidates}-{len(examples)}-{asked}.pkl"
     if cache.is_file():
         with cache.open("rb") as f:
             cached: list[tuple[np.ndarray, np.ndarray]] = pickle.load(f)
@@ -373,16 +415,25 @@ def reader_logits(
 
 
 def fit_reader_use(
-    val: list[Example], spec: dict[str, Any], weights: Path, cache_dir: Path, *, candidates: int
+    val: list[Example],
+    spec: dict[str, Any],
+    weights: Path,
+    cache_dir: Path,
+    *,
+    candidates: int,
+    pool: list[Example] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """How the reader joins the scorer, fitted on the validation articles (the reader was fitted on the train ones,
     so its logits there are in-sample).
 
-    One scalar (the reader's weight) and the extra-sentence ratio are chosen on validation containment; the
-    confidence model is fitted by leave-one-article-out over the validation articles, so every figure reported is
-    out-of-fold (from an article that neither the reader nor that fold's confidence model saw); the final model is
-    then fitted on all of them, and the operating point is the out-of-fold balanced-accuracy optimum.
+    One scalar (the reader's weight) and the extra-sentence ratio are chosen on validation containment (SQuAD's
+    wording). The confidence is fitted on those questions and ``pool`` (the same articles' other populations), every
+    population weighing the same; each candidate form (confidence_candidates) is fitted leave-one-article-out over
+    the validation articles, so every figure reported is out-of-fold (from an article that neither the reader nor
+    that fold's confidence saw), and the form with the lowest out-of-fold log loss is refitted on all of them. The
+    operating point maximises balanced accuracy averaged over the populations (refusal_by_population).
     """
+    pool = pool or []
     read = reader_logits(val, spec, weights, cache_dir, candidates=candidates)
     answerable = [i for i, e in enumerate(val) if e.kind == "answerable"]
     base = [logits_of(spec, e.featurized.features) for e in val]
@@ -402,38 +453,50 @@ def fit_reader_use(
         ratios[ratio] = containment_at([val[i] for i in answerable], spec, ratio, 2, [combined[i] for i in answerable])
     ratio = choose_ratio(ratios)
 
+    # The confidence: fitted on the validation questions and ``pool`` (other populations' validation questions).
+    everything = val + list(pool)
+    read_all = read + (reader_logits(list(pool), spec, weights, cache_dir, candidates=candidates) if pool else [])
     rows, labels = [], []
-    for e, b, c, (r, said) in zip(val, base, combined, read, strict=True):
+    for e, (r, said) in zip(everything, read_all, strict=True):
+        b = logits_of(spec, e.featurized.features)
         if not len(b):
             rows.append(np.zeros(len(ANSWER_FEATURES) + len(READER_FEATURES), dtype=np.float32))
             labels.append(0.0)
             continue
-        rows.append(np.concatenate([e.featurized.answer_row(b), reader_features(c, r, said)]))
-        labels.append(1.0 if e.kind == "answerable" and e.labels[int(np.argmax(c))] > 0 else 0.0)
+        joined = combine(b, r, said, weight)
+        rows.append(np.concatenate([e.featurized.answer_row(b), reader_features(joined, r, said)]))
+        labels.append(1.0 if e.kind == "answerable" and e.labels[int(np.argmax(joined))] > 0 else 0.0)
     x, y = np.stack(rows), np.array(labels)
-    article = np.array([e.article for e in val])
-    best: tuple[float, float, np.ndarray] | None = None
-    for c_reg in (0.01, 0.1, 1.0):
+    article = np.array([e.article for e in everything])
+    group = np.array([population(e) for e in everything])
+    unanswerable = np.array([e.kind != "answerable" for e in everything])
+    # Every population weighs the same, so that the many SQuAD-worded questions do not decide alone.
+    sample_weight = population_weights(everything)
+    best: tuple[float, str, np.ndarray] | None = None
+    for name, fitter in confidence_candidates().items():
         p = np.zeros(len(y))
         for held in sorted(set(article)):
-            fold = fit_confidence(x[article != held], y[article != held], c_reg)
-            p[article == held] = probabilities(fold, x[article == held])
-        ece = calibration_error(p, y)
-        print(f"reader confidence C={c_reg}: out-of-fold ECE {ece:.4f}, AUC {auc(p, y):.4f}")
-        if best is None or ece < best[1]:
-            best = (c_reg, ece, p)
+            out = article == held
+            fold = fitter(x[~out], y[~out], sample_weight[~out])
+            p[out] = probabilities(fold, x[out])
+        loss = log_loss(p, y, sample_weight)
+        print(f"reader confidence {name}: out-of-fold log loss {loss:.4f}, ECE {calibration_error(p, y):.4f}")
+        if best is None or loss < best[0]:
+            best = (loss, name, p)
     assert best is not None
-    c_reg, ece, p = best
-    unanswerable = np.array([e.kind != "answerable" for e in val])
-    curve = [refusal_at(p, unanswerable, t) for t in np.linspace(0.05, 0.95, 19)]
-    point = max(curve, key=lambda r: r["balanced_accuracy"])
-    adversarial = np.array([corpus_of(e) == "squad" and e.kind != "offtopic" for e in val])
-    no_adv = np.array([corpus_of(e) == "squad" and e.kind != "adversarial" for e in val])
+    loss, chosen_name, p = best
+    thresholds = np.linspace(0.05, 0.95, 19)
+    point = max(
+        (refusal_by_population(p, unanswerable, group, t) for t in thresholds), key=lambda r: r["balanced_accuracy"]
+    )
+    squad = group == "squad"
+    adversarial = squad & np.array([e.kind != "offtopic" for e in everything])
+    no_adv = squad & np.array([e.kind != "adversarial" for e in everything])
     answered_right = (p >= point["threshold"]) & (y > 0)
     use = {
         "candidates": candidates,
         "weight": weight,
-        "confidence": fit_confidence(x, y, c_reg),
+        "confidence": confidence_candidates()[chosen_name](x, y, sample_weight),
         "extra_sentence_ratio": ratio,
         "min_confidence": point["threshold"],
     }
@@ -443,16 +506,120 @@ def fit_reader_use(
         "extra_sentence_ratio": {"chosen": ratio, "curve": {str(k): v for k, v in ratios.items()}},
         "containment_1": round(curve_w[weight], 4),
         "containment_1_without_reader": round(curve_w[0.0], 4),
-        "confidence": {"out_of_fold_ece": round(ece, 4), "out_of_fold_auc": round(auc(p, y), 4), "C": c_reg},
+        "confidence": {
+            "model": chosen_name,
+            "out_of_fold_log_loss": round(loss, 4),
+            "out_of_fold_ece": round(calibration_error(p[squad], y[squad]), 4),
+            "out_of_fold_auc": round(auc(p[squad], y[squad]), 4),
+        },
         "operating_point": point,
-        "answerable_answered_and_right": round(float(answered_right[~unanswerable].mean()), 4),
+        "answerable_answered_and_right": round(float(answered_right[squad & ~unanswerable].mean()), 4),
         "squad2_at_point": refusal_at(p[adversarial], unanswerable[adversarial], point["threshold"]),
         "offtopic_at_point": refusal_at(p[no_adv], unanswerable[no_adv], point["threshold"]),
+        "by_population": {
+            g: {
+                "questions": int((group == g).sum()),
+                "auc": round(auc(p[group == g], y[group == g]), 4),
+                "ece": round(calibration_error(p[group == g], y[group == g]), 4),
+                "at_point": refusal_at(p[group == g], unanswerable[group == g], point["threshold"]),
+            }
+            for g in sorted(set(group))
+        },
         "tradeoff_squad2": [
             refusal_at(p[adversarial], unanswerable[adversarial], t) for t in np.linspace(0.02, 0.98, 49)
         ],
     }
     return use, report
+
+
+def population(example: Example) -> str:
+    """Which population a validation question belongs to, for weighing and reporting: its wording (SQuAD's own,
+    rephrased, "Who is X?") and its index (the 24 articles' paragraphs, or one article as one chunked document, where
+    other articles' questions are their own population)."""
+    qid = example.qid
+    if corpus_of(example) == "scifact":
+        return "scifact"
+    wording = (
+        "rephrased" if qid.split("@")[0].endswith(":para") else "introductions" if qid.startswith("intro:") else "squad"
+    )
+    if corpus_of(example) != "article":
+        return wording
+    return "article offtopic" if example.kind == "offtopic" else f"article {wording}"
+
+
+def population_weights(examples: list[Example]) -> np.ndarray:
+    """Per-question weights under which every population weighs the same (mean weight 1)."""
+    group = np.array([population(e) for e in examples])
+    weight = np.ones(len(examples))
+    for g in set(group):
+        weight[group == g] = len(examples) / (len(set(group)) * (group == g).sum())
+    return weight
+
+
+def log_loss(p: np.ndarray, y: np.ndarray, weight: np.ndarray) -> float:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-(weight * (y * np.log(q) + (1 - y) * np.log(1 - q))).sum() / weight.sum())
+
+
+def refusal_by_population(
+    p: np.ndarray, unanswerable: np.ndarray, group: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """refusal_at over all questions, with balanced_accuracy replaced by its mean over the populations (each
+    population's share of answerable questions answered and of unanswerable ones refused, averaged)."""
+    out = refusal_at(p, unanswerable, threshold)
+    rates = []
+    for g in sorted(set(group)):
+        m = group == g
+        if (m & ~unanswerable).any():
+            rates.append(float((p[m & ~unanswerable] >= threshold).mean()))
+        if (m & unanswerable).any():
+            rates.append(float((p[m & unanswerable] < threshold).mean()))
+    out["balanced_accuracy"] = round(float(np.mean(rates)), 4)
+    return out
+
+
+def confidence_candidates() -> dict[str, Any]:
+    """The forms the confidence may take: (x, y, sample weight) -> a Layer spec."""
+    return {
+        **{f"logistic C={c}": (lambda x, y, w, c=c: fit_confidence(x, y, c, w)) for c in (0.01, 0.1, 1.0)},
+        **{
+            f"tanh {h}, L2 {l2}": (lambda x, y, w, h=h, l2=l2: fit_confidence_mlp(x, y, w, hidden=h, l2=l2))
+            for h, l2 in ((8, 1e-3), (8, 1e-2), (16, 1e-3))
+        },
+    }
+
+
+def fit_confidence_mlp(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, *, hidden: int, l2: float, epochs: int = 500
+) -> dict[str, Any]:
+    """A logistic output over one tanh layer, full batch (weighted binary cross-entropy + L2)."""
+    import torch
+
+    torch.manual_seed(SEED)
+    mean, scale = standardise(x)
+    z = torch.tensor((x - mean) / scale, dtype=torch.float32)
+    yt = torch.tensor(y, dtype=torch.float32)
+    wt = torch.tensor(w / w.mean(), dtype=torch.float32)
+    w1 = torch.nn.Parameter(torch.randn(x.shape[1], hidden) * 0.1)
+    b1 = torch.nn.Parameter(torch.zeros(hidden))
+    w2 = torch.nn.Parameter(torch.randn(hidden) * 0.1)
+    b2 = torch.nn.Parameter(torch.zeros(()))
+    opt = torch.optim.Adam([w1, b1, w2, b2], lr=0.02)
+    for _ in range(epochs):
+        opt.zero_grad()
+        logit = torch.tanh(z @ w1 + b1) @ w2 + b2
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, yt, reduction="none")
+        loss = (wt * bce).mean() + l2 * ((w1**2).sum() + (w2**2).sum())
+        loss.backward()
+        opt.step()
+    return {
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "weights": w1.detach().numpy().tolist(),
+        "bias": b1.detach().numpy().tolist(),
+        "out_weights": w2.detach().numpy().tolist(),
+        "out_bias": float(b2.detach()),
+    }
 
 
 def plot_tradeoff(report: dict[str, Any], path: Path) -> None:
@@ -479,6 +646,11 @@ def plot_tradeoff(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def rounded(spec: dict[str, Any]) -> dict[str, Any]:
+    """A fitted spec as it is written (5 decimals)."""
+    return json.loads(json.dumps(spec), parse_float=lambda s: round(float(s), 5))
+
+
 def write_weights(
     sentence: dict[str, Any],
     confidence: dict[str, Any],
@@ -487,9 +659,6 @@ def write_weights(
     threshold: float,
     reader: dict[str, Any] | None = None,
 ) -> None:
-    def rounded(spec: dict[str, Any]) -> dict[str, Any]:
-        return json.loads(json.dumps(spec), parse_float=lambda s: round(float(s), 5))
-
     WEIGHTS.write_text(
         '"""Fitted by benchmarks/train_answerer.py (make train-answerer) on SQuAD\'s tuning articles; do not edit."""\n\n'
         f"SENTENCE_FEATURES = {list(SENTENCE_FEATURES)!r}\n"

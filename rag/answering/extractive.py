@@ -67,8 +67,8 @@ class Featurized:
 
     def answer_row(self, logits: np.ndarray) -> np.ndarray:
         """The answer-level features given the sentence logits."""
-        dense = [p.dense_score for p in self.passages if p.dense_score is not None]
-        bm25 = [p.bm25_score for p in self.passages if p.bm25_score is not None]
+        dense = [p.dense_score or 0.0 for p in self.passages]
+        bm25 = [p.bm25_score or 0.0 for p in self.passages]
         first_dense = max(range(len(self.passages)), key=lambda i: self.passages[i].dense_score or -1.0)
         first_bm25 = max(range(len(self.passages)), key=lambda i: self.passages[i].bm25_score or -1.0)
         return answer_features(
@@ -76,8 +76,8 @@ class Featurized:
             self.features,
             logits,
             passages_text=[p.text for p in self.passages],
-            top_dense=max(dense, default=0.0),
-            top_bm25=max(bm25, default=0.0),
+            dense=dense,
+            bm25=bm25,
             top_score=self.passages[0].score if self.passages else 0.0,
             agree=1.0 if first_dense == first_bm25 else 0.0,
         )

@@ -226,6 +226,13 @@ ANSWER_FEATURES = (
     "best_number_mismatch",
     "second_probability",
     *(f"kind_{k}" for k in QUESTION_KINDS),
+    # Relative to the question's own candidates, so that they read alike whatever sets the raw scale (chunk length,
+    # collection size, the question's length): how far the best passage stands above the retrieved ones' median,
+    # densely and lexically, and the best sentence above the candidates' median cosine and term coverage.
+    "dense_margin",
+    "bm25_margin",
+    "cosine_margin",
+    "lexical_margin",
 )
 
 
@@ -235,12 +242,13 @@ def answer_features(
     logits: np.ndarray,
     *,
     passages_text: Sequence[str],
-    top_dense: float,
-    top_bm25: float,
+    dense: Sequence[float],
+    bm25: Sequence[float],
     top_score: float,
     agree: float,
 ) -> np.ndarray:
-    """One row of ANSWER_FEATURES for the best candidate of a question (features/logits: all candidates)."""
+    """One row of ANSWER_FEATURES for the best candidate of a question (features/logits: all candidates; dense,
+    bm25: the retrieved passages' scores)."""
     row = np.zeros(len(ANSWER_FEATURES), dtype=np.float32)
     order = np.argsort(-logits, kind="stable")
     best = int(order[0])
@@ -259,6 +267,8 @@ def answer_features(
     row[7] = features[best, SENTENCE_FEATURES.index("lexical_passage")]
     row[8] = sum(missing) / question.weight
     row[9] = max(missing, default=0.0) / 10.0
+    top_dense = max(dense, default=0.0)
+    top_bm25 = max(bm25, default=0.0)
     row[10] = top_dense
     row[11] = math.log1p(max(top_bm25, 0.0)) / 3.0
     row[12] = top_score
@@ -269,6 +279,12 @@ def answer_features(
     row[17] = features[best, SENTENCE_FEATURES.index("number_mismatch")]
     row[18] = float(probs[order[1]]) if len(order) > 1 else 0.0
     row[19 + QUESTION_KINDS.index(question.kind)] = 1.0
+    k = 19 + len(QUESTION_KINDS)
+    row[k] = top_dense - float(np.median(dense)) if len(dense) else 0.0
+    row[k + 1] = (top_bm25 - float(np.median(bm25))) / top_bm25 if len(bm25) and top_bm25 > 0 else 0.0
+    for j, name in enumerate(("cosine", "lexical")):
+        column = features[:, SENTENCE_FEATURES.index(name)]
+        row[k + 2 + j] = float(column[best] - np.median(column))
     return row
 
 

@@ -109,3 +109,33 @@ def test_one_sentence_setting_gives_one_citation(
     service = build_service(people_settings.model_copy(update={"max_answer_sentences": 1}), embedder=embedder)
     answer = service.ask("Which comet did she discover while photographing the southern sky?")
     assert len(answer.citations) == 1 and answer.citations[0].quote.startswith("She discovered")
+
+
+def test_answer_margins_hold_whatever_the_score_scale() -> None:
+    """The confidence reads retrieval and sentence scores relative to the question's own candidates, so a collection
+    whose chunks all score lower (long chunks, one document) keeps the margins SQuAD's paragraphs taught it."""
+    from rag.answering.features import analyse_question, answer_features
+
+    question = analyse_question("Who directed the observatory?", lambda term: 2.0)
+    features = np.zeros((3, len(SENTENCE_FEATURES)), dtype=np.float32)
+    features[:, SENTENCE_FEATURES.index("cosine")] = [0.6, 0.3, 0.2]
+    features[:, SENTENCE_FEATURES.index("lexical")] = [1.0, 0.5, 0.0]
+    logits = np.array([2.0, 0.5, 0.1], dtype=np.float32)
+
+    def row(dense: list[float], bm25: list[float], shift: float = 0.0) -> dict[str, float]:
+        shifted = features.copy()
+        shifted[:, SENTENCE_FEATURES.index("cosine")] += shift
+        values = answer_features(
+            question, shifted, logits, passages_text=["x"], dense=dense, bm25=bm25, top_score=0.5, agree=1.0
+        )
+        return dict(zip(ANSWER_FEATURES, values.tolist(), strict=True))
+
+    base = row([0.6, 0.4, 0.3], [9.0, 3.0, 1.5])
+    lower = row([0.35, 0.15, 0.05], [3.0, 1.0, 0.5], shift=-0.25)  # every dense score 0.25 lower, BM25 a third
+    assert lower["top_dense"] < base["top_dense"] and lower["top_bm25"] < base["top_bm25"]
+    for name, expected in (("dense_margin", 0.2), ("bm25_margin", 6.0 / 9.0), ("cosine_margin", 0.3)):
+        assert base[name] == pytest.approx(expected, abs=1e-6)
+        assert lower[name] == pytest.approx(expected, abs=1e-6)
+    assert base["lexical_margin"] == pytest.approx(0.5)
+    # No passages: margins are 0, not an error.
+    assert row([], [])["dense_margin"] == 0.0
