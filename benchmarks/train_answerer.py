@@ -235,6 +235,13 @@ def main() -> None:
         "examples-article.pkl's single-article indexes, SciFact's claims), each population weighing the same; "
         "without it, on SQuAD's wording alone (and what --scifact/--paraphrases/--introductions add)",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="an earlier answer_weights.py: report its confidence (at its own operating point) on the same "
+        "validation questions, by population, beside this fit's (its answer features must be named among ours)",
+    )
     args = parser.parse_args()
     extra: list[Example]
     pool: list[Example] = []  # other populations' questions, for the confidence only (--pool)
@@ -340,6 +347,9 @@ def main() -> None:
         refusal_at(p_val[adversarial], unanswerable[adversarial], r["threshold"]) for r in curve
     ]
     report["by_corpus"] = by_corpus(val, best_spec, p_val, y_val, point["threshold"])
+    report["by_population"] = by_population(val, p_val, y_val, point["threshold"])
+    if args.compare is not None:  # an earlier answer_weights.py's confidence, on the same questions
+        report["compared"] = compare(args.compare, val, x_val, y_val, w_val)
     if unseen:  # reported, never used to choose
         x_unseen, y_unseen = answer_rows(unseen, best_spec)
         p_unseen = probabilities(best_conf, x_unseen)
@@ -384,6 +394,46 @@ def by_corpus(
             "at_point": refusal_at(p[mask], unanswerable, threshold),
         }
         print(f"{name}: {out[name]}")
+    return out
+
+
+def by_population(val: list[Example], p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Calibration, ranking and what is answered or refused at ``threshold``, for each population apart, and the
+    pooled log loss (populations weighing the same)."""
+    group = np.array([population(e) for e in val])
+    unanswerable = np.array([e.kind != "answerable" for e in val])
+    out: dict[str, Any] = {
+        "log_loss": round(log_loss(p, y, population_weights(val)), 4),
+        "balanced_accuracy": refusal_by_population(p, unanswerable, group, threshold)["balanced_accuracy"],
+    }
+    for g in sorted(set(group)):
+        m = group == g
+        answerable, refused = m & ~unanswerable, m & unanswerable
+        out[g] = {
+            "questions": int(m.sum()),
+            "auc": round(auc(p[m], y[m]), 4),
+            "ece": round(calibration_error(p[m], y[m]), 4),
+            "answered": round(float((p[answerable] >= threshold).mean()), 4) if answerable.any() else None,
+            "answered_and_right": (
+                round(float(((p[answerable] >= threshold) & (y[answerable] > 0)).mean()), 4)
+                if answerable.any()
+                else None
+            ),
+            "refused": round(float((p[refused] < threshold).mean()), 4) if refused.any() else None,
+        }
+    return out
+
+
+def compare(path: Path, val: list[Example], x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> dict[str, Any]:
+    """by_population for the confidence of an earlier answer_weights.py (read as a module, not imported)."""
+    import runpy
+
+    earlier = runpy.run_path(str(path))
+    columns = [list(ANSWER_FEATURES).index(name) for name in earlier["ANSWER_FEATURES"]]
+    p = probabilities(earlier["CONFIDENCE_MODEL"], x[:, columns])
+    out = {"weights": str(path), "threshold": earlier["MIN_CONFIDENCE"]}
+    out.update(by_population(val, p, y, earlier["MIN_CONFIDENCE"]))
+    print(f"compared ({path}): {json.dumps(out)}")
     return out
 
 
@@ -671,6 +721,10 @@ def write_weights(
         f"READER = {None if reader is None else rounded(reader)!r}\n",
         encoding="utf-8",
     )
+    import subprocess
+
+    # Written as the linter formats it, so that `make lint` passes after `make train-answerer`.
+    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", str(WEIGHTS)], check=False)
 
 
 if __name__ == "__main__":
