@@ -84,14 +84,7 @@ def fit_scorer(examples: list[Example], *, hidden: int, epochs: int = 400, l2: f
         loss.backward()
         opt.step()
     if hidden:
-        return {
-            "mean": mean.tolist(),
-            "scale": scale.tolist(),
-            "weights": w1.detach().numpy().tolist(),
-            "bias": b1.detach().numpy().tolist(),
-            "out_weights": w2.detach().numpy().tolist(),
-            "out_bias": 0.0,
-        }
+        return tanh_spec(mean, scale, w1, b1, w2, 0.0)
     return {"mean": mean.tolist(), "scale": scale.tolist(), "weights": w.detach().numpy().tolist(), "bias": 0.0}
 
 
@@ -662,13 +655,18 @@ def fit_confidence_mlp(
         loss = (wt * bce).mean() + l2 * ((w1**2).sum() + (w2**2).sum())
         loss.backward()
         opt.step()
+    return tanh_spec(mean, scale, w1, b1, w2, float(b2.detach()))
+
+
+def tanh_spec(mean: np.ndarray, scale: np.ndarray, w1: Any, b1: Any, w2: Any, out_bias: float) -> dict[str, Any]:
+    """A one-tanh-layer model as rag.answering.scoring.Layer reads it (w1, b1, w2: torch parameters)."""
     return {
         "mean": mean.tolist(),
         "scale": scale.tolist(),
         "weights": w1.detach().numpy().tolist(),
         "bias": b1.detach().numpy().tolist(),
         "out_weights": w2.detach().numpy().tolist(),
-        "out_bias": float(b2.detach()),
+        "out_bias": out_bias,
     }
 
 
