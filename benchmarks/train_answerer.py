@@ -258,15 +258,15 @@ def main() -> None:
         ("examples-para.pkl", args.paraphrases, "rephrased"),
         ("examples-intro.pkl", args.introductions, "introductions"),
     ):
-        if not (args.data / name).is_file():
-            continue
+        if not (args.data / name).is_file() or (args.pool and not used):
+            continue  # with --pool, the file was read above and is fitted on, not only reported
         with (args.data / name).open("rb") as f:
             extra = pickle.load(f)
         for e in extra:
             e.corpus = corpus or corpus_of(e)
         if used:
             examples += extra
-        elif not args.pool:
+        else:
             unseen += [e for e in extra if e.split == "validation"]
     train = [e for e in examples if e.split == "train"]
     val = [e for e in examples if e.split == "validation"]
@@ -499,9 +499,9 @@ def fit_reader_use(
     # The confidence: fitted on the validation questions and ``pool`` (other populations' validation questions).
     everything = val + list(pool)
     read_all = read + (reader_logits(list(pool), spec, weights, cache_dir, candidates=candidates) if pool else [])
+    base_all = base + [logits_of(spec, e.featurized.features) for e in pool]
     rows, labels = [], []
-    for e, (r, said) in zip(everything, read_all, strict=True):
-        b = logits_of(spec, e.featurized.features)
+    for e, b, (r, said) in zip(everything, base_all, read_all, strict=True):
         if not len(b):
             rows.append(np.zeros(len(ANSWER_FEATURES) + len(READER_FEATURES), dtype=np.float32))
             labels.append(0.0)
@@ -559,15 +559,7 @@ def fit_reader_use(
         "answerable_answered_and_right": round(float(answered_right[squad & ~unanswerable].mean()), 4),
         "squad2_at_point": refusal_at(p[adversarial], unanswerable[adversarial], point["threshold"]),
         "offtopic_at_point": refusal_at(p[no_adv], unanswerable[no_adv], point["threshold"]),
-        "by_population": {
-            g: {
-                "questions": int((group == g).sum()),
-                "auc": round(auc(p[group == g], y[group == g]), 4),
-                "ece": round(calibration_error(p[group == g], y[group == g]), 4),
-                "at_point": refusal_at(p[group == g], unanswerable[group == g], point["threshold"]),
-            }
-            for g in sorted(set(group))
-        },
+        "by_population": by_population(everything, p, y, point["threshold"]),
         "tradeoff_squad2": [
             refusal_at(p[adversarial], unanswerable[adversarial], t) for t in np.linspace(0.02, 0.98, 49)
         ],
