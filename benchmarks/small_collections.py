@@ -32,6 +32,7 @@ from rag.answering.scoring import Layer  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluation.references import iter_corpus  # noqa: E402
 from rag.factory import build_embedder, build_service, open_store  # noqa: E402
+from rag.store import close_embedded_stores  # noqa: E402
 
 
 def build(group: int, out: Path) -> list[Example]:
@@ -81,6 +82,7 @@ def build(group: int, out: Path) -> list[Example]:
         offtopic = [item(q, "offtopic") for q in rng.sample(others, max(2, len(answerable) // 2))]
         service = build_service(settings, embedder=embedder)
         examples += collect(service, answerable + unanswerable + offtopic, top_k=settings.top_k)
+        close_embedded_stores()  # each holds some 16 files open, and --group 1 opens a thousand
     dump(examples, out / "examples.pkl")
     return examples
 

@@ -760,6 +760,17 @@ class ChromaStore:
         }
 
 
+def close_embedded_stores() -> None:
+    """Close every embedded Chroma this process has opened (chromadb keeps one per path, each holding some 16 files
+    open, until the process ends). For a tool that opens many indexes one after another (benchmarks'
+    small_collections.py opens a thousand); a ChromaStore opened before cannot be used after it."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    for system in list(SharedSystemClient._identifier_to_system.values()):
+        system.stop()
+    SharedSystemClient.clear_system_cache()
+
+
 def _by_start(chunk: tuple[str, str, int]) -> tuple[int, str]:
     return chunk[2], chunk[0]
 
