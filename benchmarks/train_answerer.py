@@ -422,6 +422,9 @@ def compare(path: Path, val: list[Example], x: np.ndarray, y: np.ndarray, weight
     import runpy
 
     earlier = runpy.run_path(str(path))
+    gone = [name for name in earlier["ANSWER_FEATURES"] if name not in ANSWER_FEATURES]
+    if gone:
+        raise SystemExit(f"--compare {path}: it reads answer features this code no longer computes: {gone}")
     columns = [list(ANSWER_FEATURES).index(name) for name in earlier["ANSWER_FEATURES"]]
     p = probabilities(earlier["CONFIDENCE_MODEL"], x[:, columns])
     out = {"weights": str(path), "threshold": earlier["MIN_CONFIDENCE"]}
