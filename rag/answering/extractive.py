@@ -212,36 +212,52 @@ class ExtractiveAnswerer:
         )
 
     def _choose(self, found: Featurized, logits: np.ndarray, ratio: float) -> list[ScoredSentence]:
-        """The best sentence, the next ones that score close to it, a reason for a "why", and a pronoun's antecedent,
-        in reading order."""
-        sentences = found.sentences
+        """The answer's sentences (answer_sentences), scored, in reading order."""
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
-        order = [int(i) for i in np.argsort(-logits, kind="stable")]
-        scored = [_with_score(sentences[i], float(probs[i])) for i in order]
-        best = scored[0]
-        chosen = [best]
-        for sentence in scored[1:]:
-            if len(chosen) >= self.max_sentences or sentence.score < best.score * ratio:
-                break
-            chosen.append(sentence)
-        has_cue = found.features[:, SENTENCE_FEATURES.index("cue")] > 0
-        if found.question.kind == "why" and len(chosen) < self.max_sentences and not has_cue[order[0]]:
-            # A "why" answered by a sentence that states no reason is no answer: add the best one that does.
-            reason = next((i for i in order[1:] if has_cue[i]), None)
-            if reason is not None and scored[order.index(reason)] not in chosen:
-                chosen.append(scored[order.index(reason)])
-        if len(chosen) < self.max_sentences and best.index > 0 and best.text.lower().startswith(_PRONOUN_OPENING):
-            # "His ..." or "It ..." needs the sentence naming whom or what it is about.
-            before = next(
-                (s for s in scored if s.passage.chunk_id == best.passage.chunk_id and s.index == best.index - 1), None
-            )
-            if before is not None and before not in chosen:
-                chosen.append(before)
+        chosen = [
+            _with_score(found.sentences[i], float(probs[i]))
+            for i in answer_sentences(found, logits, ratio, self.max_sentences)
+        ]
         # Read in document order when the sentences come from one document; otherwise best first.
         if len({s.passage.doc_id for s in chosen}) == 1:
             chosen.sort(key=lambda s: s.start)
         return chosen
+
+
+def answer_sentences(found: Featurized, logits: np.ndarray, ratio: float, most: int) -> list[int]:
+    """Which candidates an answer cites (indices into ``found.sentences``, best first), at most ``most``: the best
+    sentence, the next ones whose probability is at least ``ratio`` times its own, a reason for a "why", and a
+    pronoun's antecedent. benchmarks/train_answerer.py labels the confidence by these, as the answer is given."""
+    sentences = found.sentences
+    probs = np.exp(logits - logits.max())
+    order = [int(i) for i in np.argsort(-logits, kind="stable")]
+    best = order[0]
+    chosen = [best]
+    for i in order[1:]:
+        if len(chosen) >= most or probs[i] < probs[best] * ratio:
+            break
+        chosen.append(i)
+    has_cue = found.features[:, SENTENCE_FEATURES.index("cue")] > 0
+    if found.question.kind == "why" and len(chosen) < most and not has_cue[best]:
+        # A "why" answered by a sentence that states no reason is no answer: add the best one that does.
+        reason = next((i for i in order[1:] if has_cue[i]), None)
+        if reason is not None and reason not in chosen:
+            chosen.append(reason)
+    first = sentences[best]
+    if len(chosen) < most and first.index > 0 and first.text.lower().startswith(_PRONOUN_OPENING):
+        # "His ..." or "It ..." needs the sentence naming whom or what it is about.
+        before = next(
+            (
+                i
+                for i in order
+                if sentences[i].passage.chunk_id == first.passage.chunk_id and sentences[i].index == first.index - 1
+            ),
+            None,
+        )
+        if before is not None and before not in chosen:
+            chosen.append(before)
+    return chosen
 
 
 def _with_score(sentence: ScoredSentence, score: float) -> ScoredSentence:
