@@ -91,7 +91,7 @@ def build(group: int, out: Path) -> list[Example]:
 def figures(examples: list[Example], threshold: float) -> dict[str, float]:
     """The committed model's figures on the validation articles."""
     val = [e for e in examples if e.split == "validation"]
-    x, y = answer_rows(val, answer_weights.SENTENCE_MODEL)
+    x, y = answer_rows(val, answer_weights.SENTENCE_MODEL, answer_weights.EXTRA_SENTENCE_RATIO)
     p = 1 / (1 + np.exp(-Layer.from_dict(answer_weights.CONFIDENCE_MODEL)(x)))
     kind = np.array([e.kind for e in val])
     out = {"questions": len(val), "ece": calibration_error(p, y), "auc": auc(p, y)}

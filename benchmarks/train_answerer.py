@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.answerer_data import Example  # noqa: E402,F401  (unpickling needs it)
+from rag.answering.extractive import MAX_SENTENCES, answer_sentences  # noqa: E402
 from rag.answering.features import ANSWER_FEATURES, SENTENCE_FEATURES  # noqa: E402
 from rag.answering.scoring import READER_FEATURES, combine, read_candidates, reader_features  # noqa: E402
 
@@ -132,8 +133,9 @@ def containment_at(
     return hits / n, chosen / n
 
 
-def answer_rows(examples: list[Example], spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """ANSWER_FEATURES rows and labels (1: answerable and the best sentence holds an answer)."""
+def answer_rows(examples: list[Example], spec: dict[str, Any], ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """ANSWER_FEATURES rows and labels (1: answerable and the answer, as the service gives it at this extra-sentence
+    ``ratio``, cites a sentence that holds an answer)."""
     rows, labels = [], []
     for e in examples:
         logits = logits_of(spec, e.featurized.features)
@@ -142,9 +144,18 @@ def answer_rows(examples: list[Example], spec: dict[str, Any]) -> tuple[np.ndarr
             labels.append(0.0)
             continue
         rows.append(e.featurized.answer_row(logits))
-        right = e.kind == "answerable" and e.labels[int(np.argmax(logits))] > 0
-        labels.append(1.0 if right else 0.0)
+        labels.append(answer_label(e, logits, ratio))
     return np.stack(rows), np.array(labels)
+
+
+def answer_label(example: Example, logits: np.ndarray, ratio: float) -> float:
+    """1.0 when the question is answerable and one of the sentences its answer cites holds an answer: what the
+    confidence estimates, for the answer the user is given (which may cite a second sentence, a "why"'s reason or a
+    pronoun's antecedent), not for the best sentence alone."""
+    if example.kind != "answerable":
+        return 0.0
+    cited = answer_sentences(example.featurized, logits, ratio, MAX_SENTENCES)
+    return 1.0 if example.labels[cited].max() > 0 else 0.0
 
 
 def fit_confidence(x: np.ndarray, y: np.ndarray, c: float, weight: np.ndarray | None = None) -> dict[str, Any]:
@@ -299,9 +310,9 @@ def main() -> None:
     # validation articles' populations.
     val_pool = [e for e in pool if e.split == "validation"]
     fit_on = train + [e for e in pool if e.split == "train"]
-    x_train, y_train = answer_rows(fit_on, best_spec)
+    x_train, y_train = answer_rows(fit_on, best_spec, ratio)
     val_own, val = val, val + val_pool
-    x_val, y_val = answer_rows(val, best_spec)
+    x_val, y_val = answer_rows(val, best_spec, ratio)
     w_train, w_val = population_weights(fit_on), population_weights(val)
     best_conf, best_loss = None, 9.0
     for name, fitter in confidence_candidates().items():
@@ -344,7 +355,7 @@ def main() -> None:
     if args.compare is not None:  # an earlier answer_weights.py's confidence, on the same questions
         report["compared"] = compare(args.compare, val, x_val, y_val, w_val)
     if unseen:  # reported, never used to choose
-        x_unseen, y_unseen = answer_rows(unseen, best_spec)
+        x_unseen, y_unseen = answer_rows(unseen, best_spec, ratio)
         p_unseen = probabilities(best_conf, x_unseen)
         report["unseen_corpus"] = by_corpus(unseen, best_spec, p_unseen, y_unseen, point["threshold"])
     report["tradeoff_offtopic"] = [refusal_at(p_val[no_adv], unanswerable[no_adv], r["threshold"]) for r in curve]
@@ -511,7 +522,7 @@ def fit_reader_use(
             continue
         joined = combine(b, r, said, weight)
         rows.append(np.concatenate([e.featurized.answer_row(b), reader_features(joined, r, said)]))
-        labels.append(1.0 if e.kind == "answerable" and e.labels[int(np.argmax(joined))] > 0 else 0.0)
+        labels.append(answer_label(e, joined, ratio))
     x, y = np.stack(rows), np.array(labels)
     article = np.array([e.article for e in everything])
     group = np.array([population(e) for e in everything])

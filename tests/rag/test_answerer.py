@@ -139,3 +139,42 @@ def test_answer_margins_hold_whatever_the_score_scale() -> None:
     assert base["lexical_margin"] == pytest.approx(0.5)
     # No passages: margins are 0, not an error.
     assert row([], [])["dense_margin"] == 0.0
+
+
+def test_confidence_is_labelled_by_the_sentences_the_answer_cites(
+    people_settings: Settings, embedder: SentenceTransformerEmbedder
+) -> None:
+    """train_answerer labels each question by the sentences the service would cite (answer_sentences), so the
+    confidence estimates whether the answer the user gets is right: a second cited sentence that holds the answer
+    counts, one left out does not."""
+    from benchmarks.answerer_data import Example
+    from benchmarks.train_answerer import answer_label
+    from rag.answering.extractive import answer_sentences
+
+    service = build_service(people_settings.model_copy(update={"min_confidence": 0.0}), embedder=embedder)
+    question = "Who directed the observatory?"
+    q_emb = service.embedder.embed_query(question)
+    passages = service.retriever.retrieve(question, top_k=service.default_top_k, query_embedding=q_emb)
+    found = service.answerer.featurize(question, passages, q_emb, idf=service.retriever.lexical().idf_of)
+    logits = service.answerer.model.sentence_logits(found.features)
+    ratio, most = service.answerer.model.extra_sentence_ratio, service.answerer.max_sentences
+    cited = answer_sentences(found, logits, ratio, most)
+    # The service cites exactly these sentences.
+    answer = service.ask(question)
+    assert sorted(c.quote for c in answer.citations) == sorted(found.sentences[i].text for i in cited)
+    assert len(cited) >= 2  # the scorer is torn between two sentences here, and the answer gives both
+
+    def label(holds: int, at: float) -> float:
+        labels = np.zeros(len(found.sentences))
+        labels[holds] = 1.0
+        example = Example("q", question, "a", "validation", "answerable", [], found, labels)
+        return answer_label(example, logits, at)
+
+    second = cited[1]
+    assert label(second, ratio) == 1.0  # the answer cites it
+    assert label(second, 1.01) == 0.0  # at a ratio no second sentence reaches, only the best sentence is cited
+    assert label(cited[0], 1.01) == 1.0
+    outside = next(i for i in range(len(found.sentences)) if i not in cited)
+    assert label(outside, ratio) == 0.0
+    unanswerable = Example("q", question, "a", "validation", "adversarial", [], found, np.ones(len(found.sentences)))
+    assert answer_label(unanswerable, logits, ratio) == 0.0
