@@ -329,8 +329,7 @@ def main() -> None:
     best_ece = calibration_error(p_val, y_val)
     unanswerable = np.array([e.kind != "answerable" for e in val])
     group = np.array([population(e) for e in val])
-    curve = [refusal_by_population(p_val, unanswerable, group, t) for t in np.linspace(0.05, 0.95, 19)]
-    point = max(curve, key=lambda r: r["balanced_accuracy"])
+    curve, point = operating_curve(p_val, unanswerable, group)
     # SQuAD's answerable + adversarial questions: the SQuAD 2.0 setting; its answerable + off-topic ones.
     adversarial = np.array([corpus_of(e) == "squad" and e.kind != "offtopic" for e in val])
     no_adv = np.array([corpus_of(e) == "squad" and e.kind != "adversarial" for e in val])
@@ -542,10 +541,7 @@ def fit_reader_use(
             best = (loss, name, p)
     assert best is not None
     loss, chosen_name, p = best
-    thresholds = np.linspace(0.05, 0.95, 19)
-    point = max(
-        (refusal_by_population(p, unanswerable, group, t) for t in thresholds), key=lambda r: r["balanced_accuracy"]
-    )
+    _, point = operating_curve(p, unanswerable, group)
     squad = group == "squad"
     adversarial = squad & np.array([e.kind != "offtopic" for e in everything])
     no_adv = squad & np.array([e.kind != "adversarial" for e in everything])
@@ -625,6 +621,15 @@ def refusal_by_population(
             rates.append(float((p[m & unanswerable] < threshold).mean()))
     out["balanced_accuracy"] = round(float(np.mean(rates)), 4)
     return out
+
+
+def operating_curve(
+    p: np.ndarray, unanswerable: np.ndarray, group: np.ndarray
+) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """refusal_by_population at thresholds 0.05, 0.10, ..., 0.95, and the one with the best population-averaged
+    balanced accuracy (the operating point)."""
+    curve = [refusal_by_population(p, unanswerable, group, t) for t in np.linspace(0.05, 0.95, 19)]
+    return curve, max(curve, key=lambda r: r["balanced_accuracy"])
 
 
 def confidence_candidates() -> dict[str, Any]:

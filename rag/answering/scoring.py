@@ -4,9 +4,10 @@ Both are small and live in rag/answering/answer_weights.py, written by benchmark
 tuning articles (never the report half). The sentence scorer is a linear model (optionally with one hidden layer)
 over rag.answering.features.SENTENCE_FEATURES, fitted with a softmax over each question's candidates; the
 confidence is a logistic output over ANSWER_FEATURES (directly, or through one tanh layer: the form with the lower
-validation log loss), fitted on answerable questions (label: the chosen sentence holds a reference answer) and
-unanswerable ones (label 0) of several populations pooled (SQuAD's wording, rephrased, "Who is X?", single-article
-indexes, SciFact's claims), and checked for calibration on held-out articles.
+validation log loss), fitted on answerable questions (label: a sentence the answer cites, as
+rag.answering.extractive.answer_sentences chooses them, holds a reference answer) and unanswerable ones (label 0)
+of several populations pooled (SQuAD's wording, rephrased, "Who is X?", single-article indexes, SciFact's claims),
+and checked for calibration on held-out articles.
 """
 
 from __future__ import annotations
